@@ -1,0 +1,43 @@
+# advx developer commands. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ADVX := $(VENV)/bin/advx
+export ADVX_DATA_DIR ?= $(abspath ../shared/data)
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow lint main bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip
+	# Plain `torch` from the registry: the CUDA build, which also runs on the CPU and pairs with torchvision.
+	$(VENV)/bin/pip install -e '.[test,joblib,submitit]'
+	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install advx with its test extras, from scratch
+
+test: install  ## run the test suite (CPU, synthetic data, a few minutes)
+	$(PY) -m pytest -q
+
+test-slow: install  ## run the slow tests too (real MNIST)
+	$(PY) -m pytest -q -m "slow"
+
+lint: install  ## ruff over src and tests
+	$(VENV)/bin/ruff check src tests
+
+main: install  ## the main job: train the maxout MLP on MNIST and FGSM-attack it
+	$(ADVX) train experiment=mnist_maxout hydra.run.dir=outputs/main/train
+	$(ADVX) attack run=outputs/main/train attack=fgsm 'attack.eps=[0.1,0.25]' hydra.run.dir=outputs/main/attack
+
+bench: install  ## time advx's training loop and FGSM pass against bare PyTorch loops (MNIST maxout)
+	$(ADVX) bench
+
+clean:  ## remove caches and outputs (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info multirun
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,217 @@
+"""Adversarial attacks: one PGD loop, one step object per threat model, and noise baselines.
+
+Every attack has the call shape `attack(model, x, y) -> x_adv` with x, x_adv [B, C, H, W] in pixel units
+(in [0, 1] when clipping) and integer labels y [B]. Conventions (Madry et al. 2018; the robustness and
+torchattacks libraries):
+- the model runs in eval mode with parameter gradients off; gradients are taken w.r.t. the input only and the
+  model's mode is restored afterwards;
+- each step ascends the loss (descends it towards the target when targeted), then projects onto the eps
+  ball, then clips to the [0, 1] box (optional: the spheres of Gilmer et al. have no box); the random start is
+  projected and clipped too;
+- with restarts, an example counts as robust only if no restart fools the model: the first successful
+  restart is kept, else the one with the highest loss;
+- FGSM (Goodfellow et al. 2015) is a single unprojected Linf step of size eps from x.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from advx.models import per_example_loss
+
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_adv [B,...], labels [B]) -> loss [B]
+
+
+def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each example, shaped [B, 1, ..., 1] for broadcasting, guarded away from zero."""
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+class LinfThreat:
+    """The Linf ball ||delta||_inf <= eps; steps follow the gradient's sign."""
+
+    def init(self, x: torch.Tensor, eps: float) -> torch.Tensor:
+        return torch.empty_like(x).uniform_(-eps, eps)
+
+    def step(self, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+        return step_size * grad.sign()
+
+    def project(self, delta: torch.Tensor, eps: float) -> torch.Tensor:
+        return delta.clamp(-eps, eps)
+
+
+class L2Threat:
+    """The L2 ball ||delta||_2 <= eps per example; steps follow the normalised gradient."""
+
+    def init(self, x: torch.Tensor, eps: float) -> torch.Tensor:
+        direction = torch.randn_like(x)
+        radius = eps * torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device)
+        return direction / _per_example_norm(direction) * radius
+
+    def step(self, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+        return step_size * grad / _per_example_norm(grad)
+
+    def project(self, delta: torch.Tensor, eps: float) -> torch.Tensor:
+        return delta * (eps / _per_example_norm(delta)).clamp(max=1.0)
+
+
+THREATS = {"linf": LinfThreat, "l2": L2Threat}
+
+
+@contextlib.contextmanager
+def attack_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the duration; both restored afterwards."""
+    was_training = model.training
+    grad_flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for p, flag in zip(model.parameters(), grad_flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def classification_objective(model: torch.nn.Module) -> Objective:
+    """The model's own training loss per example (cross-entropy for softmax outputs)."""
+    output = getattr(model, "output", "softmax")
+    return lambda x, y: per_example_loss(model(x), y, output)
+
+
+def pgd(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = False,
+    restarts: int = 1,
+    clip: bool = True,
+    targeted: bool = False,
+    project: bool = True,
+    objective: Objective | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent (Madry et al. 2018) in the Linf or L2 ball of radius eps around x.
+
+    x: [B, ...] inputs; y: [B] true labels, or target labels when `targeted`. step_size defaults to
+    2.5 * eps / steps. `objective(x_adv, y) -> [B]` replaces the classification loss (e.g. a representation
+    distance); it is ascended, or descended when `targeted`. Returns x_adv with ||x_adv - x|| <= eps
+    (when `project`) and x_adv in [0, 1] (when `clip`).
+    """
+    threat = THREATS[norm]()
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    custom_objective = objective is not None
+    objective = objective or classification_objective(model)
+    sign = -1.0 if targeted else 1.0
+    x = x.detach()
+    with attack_mode(model):
+        best = x.clone()
+        best_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(restarts):
+            delta = threat.init(x, eps) if random_start else torch.zeros_like(x)
+            delta = _constrain(threat, x, delta, eps, project, clip)
+            for _ in range(steps):
+                delta.requires_grad_(True)
+                loss = objective(x + delta, y)
+                (grad,) = torch.autograd.grad(loss.sum(), delta)
+                delta = delta.detach() + sign * threat.step(grad, step_size)
+                delta = _constrain(threat, x, delta, eps, project, clip)
+            x_adv = x + delta
+            with torch.no_grad():
+                loss = sign * objective(x_adv, y).float()
+                # a custom objective has no notion of success: keep the restart that scores best
+                success = torch.zeros_like(fooled) if custom_objective else _fools(model, x_adv, y, targeted)
+                take = ~fooled & (success | (loss > best_loss))
+                best[take] = x_adv[take]
+                best_loss = torch.where(take, loss, best_loss)
+                fooled |= success
+            if restarts > 1 and bool(fooled.all()):
+                break
+    return best.detach()
+
+
+def _constrain(threat, x, delta, eps, project, clip):
+    if project:
+        delta = threat.project(delta, eps)
+    if clip:
+        delta = (x + delta).clamp(0, 1) - x
+    return delta
+
+
+def _fools(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+    prediction = model(x_adv).argmax(1)
+    return prediction == y if targeted else prediction != y
+
+
+def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, clip: bool = False,
+         objective: Objective | None = None) -> torch.Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015): x + eps * sign(grad_x J(x, y)), unprojected.
+
+    The paper never clips to [0, 1]; `clip=True` clips the result to the box.
+    """
+    return pgd(model, x, y, eps=eps, norm="linf", steps=1, step_size=eps, random_start=False, clip=clip,
+               project=False, objective=objective)
+
+
+def sign_noise(x: torch.Tensor, *, eps: float, clip: bool = False) -> torch.Tensor:
+    """Random sign noise of the FGSM's size: x + eps * sign(N(0, 1)) (Goodfellow 2015's control)."""
+    noisy = x + eps * torch.randn_like(x).sign()
+    return noisy.clamp(0, 1) if clip else noisy
+
+
+def uniform_noise(x: torch.Tensor, *, eps: float, clip: bool = False) -> torch.Tensor:
+    """Uniform noise x + U(-eps, eps) (Goodfellow 2015's control)."""
+    noisy = x + torch.empty_like(x).uniform_(-eps, eps)
+    return noisy.clamp(0, 1) if clip else noisy
+
+
+def target_labels(y: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor:
+    """Targets for targeted attacks: `next` is (y + 1) mod C, `random` is uniform over the other classes."""
+    if mode == "next":
+        return (y + 1) % num_classes
+    offset = torch.randint(1, num_classes, y.shape, device=y.device)
+    return (y + offset) % num_classes
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A configured attack with the uniform call shape `attack(model, x, y) -> x_adv` for one eps."""
+
+    name: str  # none | fgsm | pgd | sign_noise | uniform_noise
+    eps: float
+    norm: str = "linf"
+    steps: int = 1
+    step_size: float | None = None
+    random_start: bool = False
+    restarts: int = 1
+    targeted: bool = False
+    target: str = "random"
+    clip: bool = True
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.name == "none" or self.eps == 0:
+            return x
+        if self.name == "fgsm":
+            return fgsm(model, x, y, eps=self.eps, clip=self.clip)
+        if self.name == "sign_noise":
+            return sign_noise(x, eps=self.eps, clip=self.clip)
+        if self.name == "uniform_noise":
+            return uniform_noise(x, eps=self.eps, clip=self.clip)
+        goal = y
+        if self.targeted:
+            with torch.no_grad():
+                num_classes = model(x[:1]).shape[1]
+            goal = target_labels(y, num_classes, self.target)
+        return pgd(model, x, goal, eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
+                   random_start=self.random_start, restarts=self.restarts, clip=self.clip,
+                   targeted=self.targeted)

@@ -1,0 +1,129 @@
+"""The `advx` command line (Typer). Each command forwards its Hydra overrides to `hydra_bridge.run`.
+
+    advx train [group=option] [key=value ...] [-m]     train a model (a sweep with -m)
+    advx attack run=<run dir> [attack=...] [-m]        attack a trained model
+    advx config <train|attack> [overrides]             print the resolved config
+    advx report <run or sweep dir>                     re-render the summary of finished runs
+    advx bench                                         time advx's loops against bare PyTorch loops
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from advx import __version__
+from advx.errors import EXIT_BAD_INPUT, AdvxError
+
+app = typer.Typer(
+    name="advx",
+    help="Reproduce adversarial-examples experiments: Hydra-configured training, attacks and sweeps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["--help", "-h"]}
+
+
+def _groups_epilog(groups: tuple[str, ...]) -> str:
+    from advx.hydra_bridge import group_options
+
+    lines = [f"{group}: {', '.join(group_options(group))}" for group in groups]
+    return ("Config groups (pick one with group=option):\n\n" + "\n\n".join(lines) + "\n\nAny key can be set "
+            "with key=value (see `advx config COMMAND`); -m sweeps comma lists, e.g. seed=0,1 optim.lr=0.05,0.1.")
+
+
+def _report_errors(action: Callable[[], Any]) -> None:
+    """Run `action`; a user error becomes one red line on stderr and exit code 2."""
+    from advx.progress import console
+
+    try:
+        action()
+    except AdvxError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _raise(error: AdvxError) -> Callable[[], None]:
+    def action() -> None:
+        raise error
+
+    return action
+
+
+def _run(config_name: str, args: list[str]) -> None:
+    from advx import hydra_bridge, tasks
+
+    task = {"train": tasks.train_task, "attack": tasks.attack_task}[config_name]
+    _report_errors(lambda: hydra_bridge.run(config_name, task, args))
+
+
+@app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(
+    ("dataset", "model", "optim", "regime", "attack", "runtime", "experiment")))
+def train(ctx: typer.Context) -> None:
+    """Train a model: `advx train dataset=mnist model=maxout regime=fgsm_adv train.epochs=30`.
+
+    Writes a run dir under outputs/train/ (config, env, per-epoch metrics.csv, checkpoint, model.pt + model.json,
+    metrics.json). With `attack=fgsm` (or any attack) the final model is also attacked on the test set.
+    `resume=<run dir>` continues a killed run from its last finished epoch. `-m` runs a sweep and ends with a
+    table of every job's metrics (summary.csv in the sweep dir).
+    """
+    _run("train", ctx.args)
+
+
+@app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(("attack", "runtime")))
+def attack(ctx: typer.Context) -> None:
+    """Attack a trained model: `advx attack run=outputs/train/<run> attack=fgsm attack.eps=[0.1,0.25]`.
+
+    Reports clean error, adversarial error and mean confidence (overall and on misclassified examples) on the
+    test set for every eps. `source=<run dir>` crafts the examples on another model (transfer).
+    """
+    _run("attack", ctx.args)
+
+
+@app.command(context_settings=PASS_THROUGH)
+def config(ctx: typer.Context, command: str = typer.Argument(..., help="train or attack")) -> None:
+    """Print the resolved config of COMMAND with the given overrides, without running anything."""
+    if command not in ("train", "attack"):
+        _report_errors(_raise(AdvxError(f"unknown command {command!r}; valid commands: train, attack")))
+    _run(command, ["--cfg", "job", "--resolve", *ctx.args])
+
+
+@app.command()
+def report(directory: str = typer.Argument(..., help="a run dir or a sweep dir")) -> None:
+    """Re-render the summary of finished runs: one run's final metrics, or a table of a sweep's jobs."""
+    from advx.summary import summarize
+
+    _report_errors(lambda: summarize(directory))
+
+
+@app.command()
+def bench(
+    epochs: int = typer.Option(2, help="epochs timed per loop (after one warm-up epoch each)"),
+    data_dir: str = typer.Option(None, help="folder holding MNIST/raw (default: $ADVX_DATA_DIR or ./data)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    dataset: str = typer.Option("mnist", help="mnist, or synthetic for a quick check"),
+) -> None:
+    """Time advx's training loop and FGSM pass against bare PyTorch loops on the maxout MNIST recipe."""
+    from advx.bench import run_benchmark
+
+    _report_errors(lambda: run_benchmark(epochs=epochs, data_dir=data_dir, device=device, dataset=dataset))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"advx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """advx: reproduce adversarial-examples experiments from one command line."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,159 @@
+"""Datasets as tensors resident on the device: uint8 images [N, C, H, W] and int64 labels [N].
+
+MNIST and CIFAR-10 are read once through torchvision from `data_dir` (the layout torchvision expects:
+`<data_dir>/MNIST/raw/*-ubyte`, `<data_dir>/cifar-10-batches-py/`), then kept in memory. Batches are drawn
+by `randperm` indices and converted to float in [0, 1] per batch; normalisation is the model's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from advx.errors import DataError
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+SYNTHETIC_SEED = 1234  # the synthetic dataset is one fixed dataset, whatever the run's seed
+
+
+@dataclass
+class Split:
+    """One split on the device: `images` uint8 [N, C, H, W], `labels` int64 [N] in [0, num_classes)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images in [0, 1] [B, C, H, W] and labels [B] for the given indices."""
+        return self.images[index].float().div_(255), self.labels[index]
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All examples once, in `randperm` order when a generator is given, else in order."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        order = order.to(self.labels.device)
+        for start in range(0, n, batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+    def head(self, n: int | None) -> Split:
+        return self if n is None else Split(self.images[:n], self.labels[:n])
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split | None
+    test: Split
+    num_classes: int
+    mean: list[float]  # per channel, of the training images in [0, 1]
+    std: list[float]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def load_dataset(cfg, device: torch.device) -> Dataset:
+    """Load the dataset described by a `DatasetConfig` onto `device`, with its subsets and splits applied."""
+    if cfg.name == "mnist":
+        (train_x, train_y), (test_x, test_y) = _read_mnist(Path(cfg.data_dir), cfg.download)
+        num_classes = 10
+    elif cfg.name == "cifar10":
+        (train_x, train_y), (test_x, test_y) = _read_cifar10(Path(cfg.data_dir), cfg.download)
+        num_classes = 10
+    else:
+        (train_x, train_y), (test_x, test_y) = synthetic(cfg.shape, cfg.num_classes,
+                                                         cfg.train_size or 512, cfg.test_size or 256)
+        num_classes = cfg.num_classes
+    if cfg.classes:
+        (train_x, train_y), (test_x, test_y) = (_keep_classes(x, y, cfg.classes)
+                                                for x, y in ((train_x, train_y), (test_x, test_y)))
+        num_classes = len(cfg.classes)
+    train_x, train_y = train_x[:cfg.train_size], train_y[:cfg.train_size]
+    test_x, test_y = test_x[:cfg.test_size], test_y[:cfg.test_size]
+    if cfg.val_size >= len(train_y):
+        raise DataError(f"dataset.val_size={cfg.val_size} leaves no training data ({len(train_y)} examples)")
+    val = None
+    if cfg.val_size:
+        val = Split(train_x[-cfg.val_size:].to(device), train_y[-cfg.val_size:].to(device))
+        train_x, train_y = train_x[:-cfg.val_size], train_y[:-cfg.val_size]
+    pixels = train_x.float().div(255)
+    dims = [0, 2, 3]
+    return Dataset(
+        name=cfg.name,
+        train=Split(train_x.to(device), train_y.to(device)),
+        val=val,
+        test=Split(test_x.to(device), test_y.to(device)),
+        num_classes=num_classes,
+        mean=pixels.mean(dim=dims).tolist(),
+        std=pixels.std(dim=dims).clamp_min(1e-3).tolist(),
+    )
+
+
+def _keep_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int]):
+    mask = torch.isin(labels, torch.tensor(classes))
+    relabel = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
+    relabel[torch.tensor(classes)] = torch.arange(len(classes))
+    return images[mask], relabel[labels[mask]]
+
+
+def _read_mnist(root: Path, download: bool):
+    raw = root / "MNIST" / "raw"
+    missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
+    if missing and not download:
+        raise DataError(
+            f"MNIST not found: expected {', '.join(missing)} in {raw.resolve()}. Point data_dir=... or "
+            "ADVX_DATA_DIR at the folder that holds MNIST/raw/, or set dataset.download=true when online."
+        )
+    from torchvision.datasets import MNIST
+
+    try:
+        splits = [MNIST(str(root), train=train, download=download) for train in (True, False)]
+    except (RuntimeError, OSError, ValueError) as error:
+        raise DataError(f"cannot read MNIST from {raw.resolve()}: {error}") from None
+    return [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in splits]
+
+
+def _read_cifar10(root: Path, download: bool):
+    from torchvision.datasets import CIFAR10
+
+    folder = root / "cifar-10-batches-py"
+    if not folder.is_dir() and not download:
+        raise DataError(
+            f"CIFAR-10 not found: expected the python batches in {folder.resolve()}. Point data_dir=... or "
+            "ADVX_DATA_DIR at the folder that holds cifar-10-batches-py/, or set dataset.download=true when online."
+        )
+    try:
+        splits = [CIFAR10(str(root), train=train, download=download) for train in (True, False)]
+    except (RuntimeError, OSError, ValueError) as error:
+        raise DataError(f"cannot read CIFAR-10 from {folder.resolve()}: {error}") from None
+    return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
+
+
+def synthetic(shape: str, num_classes: int, train_size: int, test_size: int):
+    """A learnable toy dataset: smooth random class prototypes plus pixel noise, as uint8 images.
+
+    shape: "mnist" -> [N, 1, 28, 28], "cifar" -> [N, 3, 32, 32]. Balanced labels; fixed seed.
+    """
+    channels, side = (1, 28) if shape == "mnist" else (3, 32)
+    generator = torch.Generator().manual_seed(SYNTHETIC_SEED)
+    coarse = torch.rand(num_classes, channels, 7, 7, generator=generator)
+    prototypes = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % num_classes
+        labels = labels[torch.randperm(n, generator=generator)]
+        noise = torch.rand(n, channels, side, side, generator=generator)
+        images = 0.6 * prototypes[labels] + 0.4 * noise  # prototypes dominate: learnable, but not trivially
+        return (images * 255).round().to(torch.uint8), labels
+
+    return draw(train_size), draw(test_size)

@@ -1,0 +1,77 @@
+"""Evaluation: clean and adversarial error rates and confidences of a model on a split.
+
+Rates are fractions in [0, 1]. Confidence is the probability the model gives its predicted class (for sigmoid
+and RBF outputs the independent per-class probability). Goodfellow et al. (2015) report the adversarial error
+with the mean confidence on misclassified examples; both are here, with the overall mean too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from advx.attacks import Attack
+from advx.data import Split
+from advx.models import probabilities
+from advx.progress import Bars
+from advx.runtime import Runtime
+
+
+@torch.no_grad()
+def error_rate(model: torch.nn.Module, split: Split, runtime: Runtime, batch_size: int = 1000) -> float:
+    """Fraction of `split` the model misclassifies (eval mode restored to the caller's mode)."""
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros((), device=split.labels.device)
+    for x, y in split.batches(batch_size):
+        with runtime.autocast():
+            wrong += (model(x).argmax(1) != y).sum()
+    model.train(was_training)
+    return wrong.item() / max(len(split), 1)
+
+
+def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime: Runtime, *,
+                   source: torch.nn.Module | None = None, batch_size: int = 1000, bars: Bars | None = None,
+                   ) -> dict[str, float]:
+    """Clean and adversarial metrics of `model` on `split` under `attack` (crafted on `source` if given).
+
+    Returns fractions: clean_error, adv_error, adv_confidence (mean over all examples),
+    adv_confidence_wrong (mean over misclassified adversarial examples), clean_confidence, and
+    perturbation sizes linf / l2 (means over examples).
+    """
+    model.eval()
+    crafter = source if source is not None else model
+    output = getattr(model, "output", "softmax")
+    sums = {k: torch.zeros((), device=split.labels.device) for k in
+            ("clean_wrong", "adv_wrong", "clean_conf", "adv_conf", "adv_conf_wrong", "linf", "l2")}
+    batches = split.batches(batch_size)
+    if bars is not None:
+        batches = bars.inner(batches, f"{attack.name} eps={attack.eps:g}", -(-len(split) // batch_size))
+    for x, y in batches:
+        with runtime.autocast():
+            x_adv = attack(crafter, x, y)
+            with torch.no_grad():
+                clean_p = probabilities(model(x), output)
+                adv_p = probabilities(model(x_adv), output)
+        with torch.no_grad():
+            adv_conf, adv_pred = adv_p.max(1)
+            adv_wrong = adv_pred != y
+            sums["clean_wrong"] += (clean_p.argmax(1) != y).sum()
+            sums["clean_conf"] += clean_p.max(1).values.sum()
+            sums["adv_wrong"] += adv_wrong.sum()
+            sums["adv_conf"] += adv_conf.sum()
+            sums["adv_conf_wrong"] += (adv_conf * adv_wrong).sum()
+            delta = (x_adv - x).flatten(1).float()
+            sums["linf"] += delta.abs().amax(1).sum()
+            sums["l2"] += delta.norm(dim=1).sum()
+    values = {k: v.item() for k, v in sums.items()}
+    n = max(len(split), 1)
+    return {
+        "eps": attack.eps,
+        "clean_error": values["clean_wrong"] / n,
+        "adv_error": values["adv_wrong"] / n,
+        "adv_confidence": values["adv_conf"] / n,
+        "adv_confidence_wrong": values["adv_conf_wrong"] / max(values["adv_wrong"], 1),
+        "clean_confidence": values["clean_conf"] / n,
+        "mean_linf": values["linf"] / n,
+        "mean_l2": values["l2"] / n,
+    }

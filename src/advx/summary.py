@@ -1,0 +1,82 @@
+"""Summaries of finished runs: a rich table on the terminal and `summary.csv` in a sweep dir.
+
+Used at the end of every `-m` sweep (through a Hydra callback) and by `advx report <dir>`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from advx.errors import AdvxError
+from advx.runs import write_csv
+
+results_console = Console()  # results go to stdout; logs and progress to stderr
+
+
+def _scalars(metrics: dict) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str) and k not in ("run", "source")}
+
+
+def run_rows(directory: Path) -> list[dict[str, Any]]:
+    """One row per finished run under `directory` (itself, or its job subdirs): overrides and final metrics."""
+    metric_files = sorted(directory.glob("metrics.json")) or sorted(directory.glob("*/metrics.json"),
+                                                                   key=lambda p: _job_order(p.parent.name))
+    rows = []
+    for path in metric_files:
+        overrides_file = path.parent / ".hydra" / "overrides.yaml"
+        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+        row = {"run": path.parent.name, "overrides": " ".join(map(str, overrides))}
+        row.update(_scalars(json.loads(path.read_text())))
+        rows.append(row)
+    return rows
+
+
+def _job_order(name: str) -> tuple[int, str]:
+    return (int(name), "") if name.isdigit() else (1 << 30, name)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("run", "overrides") else "right")
+    for row in rows:
+        table.add_row(*(_format(row.get(column, "")) for column in columns))
+    results_console.print(table)
+
+
+def summarize(directory: str | Path) -> list[dict[str, Any]]:
+    """Print the table of every finished run under `directory`; for a sweep dir, also write summary.csv."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AdvxError(f"{directory} is not a directory")
+    rows = run_rows(directory)
+    if not rows:
+        raise AdvxError(f"no finished runs in {directory} (no metrics.json in it or its subdirs)")
+    print_table(rows, title=str(directory))
+    if not (directory / "metrics.json").is_file():
+        write_csv(directory / "summary.csv", rows)
+        results_console.print(f"wrote {directory / 'summary.csv'}")
+    return rows
+
+
+class SweepSummaryCallback(Callback):
+    """At the end of a `-m` sweep: the table of every job's final metrics and summary.csv in the sweep dir."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        directory = Path(config.hydra.sweep.dir)
+        if any(directory.glob("*/metrics.json")):
+            summarize(directory)

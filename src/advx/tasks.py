@@ -1,0 +1,165 @@
+"""Hydra task functions: turn a composed config into a run dir. Module-level, so launchers can pickle them.
+
+Each task builds the typed schema objects, records the resolved config and the environment, calls the plain
+library code, and writes its metrics. A user error (`AdvxError`) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from advx.attacks import Attack
+from advx.data import load_dataset
+from advx.errors import EXIT_BAD_INPUT, AdvxError, ConfigError
+from advx.evaluate import attack_metrics, error_rate
+from advx.models import build_model
+from advx.progress import Bars, console
+from advx.runs import STATE_FILE, environment, load_model, save_model, write_csv, write_json, write_text
+from advx.runtime import Runtime, seed_everything
+from advx.schema import AttackConfig, DatasetConfig
+from advx.summary import print_table
+
+log = logging.getLogger("advx")
+
+
+def user_errors(task):
+    """Report an AdvxError as one line on stderr and exit 2 (no traceback)."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except AdvxError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]; continue with: advx train resume={run_dir()}")
+            sys.exit(130)
+
+    return wrapper
+
+
+def run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def start_run(cfg: DictConfig) -> tuple[Any, Path, Runtime]:
+    """Typed config, run dir and runtime; writes config.yaml and env.json."""
+    typed = OmegaConf.to_object(cfg)
+    out = run_dir()
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    runtime = Runtime.from_config(**asdict(typed.runtime))
+    write_json(out / "env.json", environment(runtime.describe()))
+    return typed, out, runtime
+
+
+def attacks_for(cfg: AttackConfig) -> list[Attack]:
+    """One Attack per eps value of the config."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("eps", "batch_size")}
+    return [Attack(eps=eps, **fields) for eps in cfg.eps]
+
+
+def evaluate_attacks(model, split, attack_cfg: AttackConfig, runtime: Runtime, bars: Bars, source=None,
+                     ) -> list[dict]:
+    rows = []
+    task = bars.outer("attack", total=len(attack_cfg.eps))
+    for attack in attacks_for(attack_cfg):
+        rows.append(attack_metrics(model, split, attack, runtime, source=source,
+                                   batch_size=attack_cfg.batch_size, bars=bars))
+        log.info("%s eps=%g: adv_error=%.4f adv_confidence=%.4f (on mistakes %.4f)", attack.name, attack.eps,
+                 rows[-1]["adv_error"], rows[-1]["adv_confidence"], rows[-1]["adv_confidence_wrong"])
+        bars.advance(task)
+    return rows
+
+
+def flat_attack_metrics(rows: list[dict], name: str) -> dict[str, float]:
+    """`adv_error@0.25`-style keys for the summary table, one set per eps."""
+    flat = {}
+    for row in rows:
+        for key in ("adv_error", "adv_confidence", "adv_confidence_wrong"):
+            flat[f"{name}_{key}@{row['eps']:g}"] = row[key]
+    return flat
+
+
+@user_errors
+def train_task(cfg: DictConfig) -> dict:
+    """`advx train`: fit the model, save it, evaluate `attack` on the test set."""
+    typed, out, runtime = start_run(cfg)
+    if typed.train.patience and not typed.dataset.val_size:
+        raise ConfigError("train.patience needs a validation split: set dataset.val_size > 0")
+    generator = seed_everything(typed.seed)
+    data = load_dataset(typed.dataset, runtime.device)
+    hparams = {k: v for k, v in asdict(typed.model).items() if k != "name"}
+    spec = {"model": typed.model.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+            "mean": data.mean, "std": data.std, "hparams": hparams, "dataset": typed.dataset.name}
+    model = build_model(spec["model"], data.input_shape, data.num_classes, data.mean, data.std, **hparams)
+    model = model.to(runtime.device)
+    log.info("training %s on %s (%d train / %d test) on %s, run dir %s", typed.model.name, typed.dataset.name,
+             len(data.train), len(data.test), runtime.device, out)
+    from advx.train import fit
+
+    with Bars(typed.runtime.progress) as bars:
+        state = fit(model, data, optim=typed.optim, regime=typed.regime, loop=typed.train, runtime=runtime,
+                    generator=generator, state_path=out / STATE_FILE,
+                    on_epoch=lambda history: write_csv(out / "metrics.csv", history), bars=bars)
+        save_model(out, model, spec)
+        metrics = {"test_error": error_rate(model, data.test, runtime, typed.train.eval_batch_size),
+                   "epochs": state.epoch + 1, "train_seconds": sum(r["seconds"] for r in state.history)}
+        if data.val is not None:
+            metrics["val_error"] = error_rate(model, data.val, runtime, typed.train.eval_batch_size)
+        if state.best_epoch >= 0:
+            metrics["best_epoch"] = state.best_epoch + 1
+        if typed.attack.name != "none":
+            rows = evaluate_attacks(model, data.test, typed.attack, runtime, bars)
+            metrics.update(flat_attack_metrics(rows, typed.attack.name))
+            metrics["attacks"] = rows
+    write_json(out / "metrics.json", metrics)
+    log.info("test_error=%.4f after %d epochs; wrote %s", metrics["test_error"], metrics["epochs"], out)
+    return metrics
+
+
+def trained_dataset(run: Path, data_dir: str | None) -> DatasetConfig:
+    """The dataset a run was trained on, from its resolved config (data_dir optionally replaced)."""
+    config_file = run / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{run} is not a training run dir ({config_file} not found)")
+    section = dict(OmegaConf.to_container(OmegaConf.load(config_file).dataset))
+    if data_dir:
+        section["data_dir"] = data_dir
+    return DatasetConfig(**section)
+
+
+@user_errors
+def attack_task(cfg: DictConfig) -> dict:
+    """`advx attack`: clean and adversarial metrics of a trained model, for every eps (and transfer)."""
+    typed, out, runtime = start_run(cfg)
+    seed_everything(typed.seed)
+    run = Path(typed.run)
+    model, spec = load_model(run, runtime.device)
+    source = None
+    if typed.source:
+        source, source_spec = load_model(Path(typed.source), runtime.device)
+        if source_spec["input_shape"] != spec["input_shape"] or source_spec["num_classes"] != spec["num_classes"]:
+            raise ConfigError(f"source {typed.source} and run {typed.run} have different inputs or classes")
+    dataset_cfg = trained_dataset(run, typed.data_dir)
+    dataset_cfg.val_size = 0  # evaluate on the whole split
+    data = load_dataset(dataset_cfg, runtime.device)
+    split = (data.test if typed.split == "test" else data.train).head(typed.num_examples)
+    log.info("attacking %s (%s) on %d %s examples%s", run, spec["model"], len(split), typed.split,
+             f", examples crafted on {typed.source}" if source is not None else "")
+    with Bars(typed.runtime.progress) as bars:
+        rows = evaluate_attacks(model, split, typed.attack, runtime, bars, source=source)
+    metrics = {"clean_error": rows[0]["clean_error"], **flat_attack_metrics(rows, typed.attack.name),
+               "attacks": rows, "run": str(run), "source": typed.source}
+    write_json(out / "metrics.json", metrics)
+    write_csv(out / "attack.csv", rows)
+    print_table(rows, title=f"{typed.attack.name} on {run}" + (f" (crafted on {typed.source})" if source else ""))
+    return metrics

@@ -1,0 +1,223 @@
+"""The training loop: SGD/Adam with schedules, the four regimes, max-norm, early stopping, per-epoch state.
+
+Regimes (the objective on a minibatch x, y):
+- standard: J(x, y).
+- fgsm_adv: alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J), y), the FGSM examples regenerated
+  from the current parameters every minibatch, no gradient through sign() (Goodfellow et al. 2015, Sec. 6).
+- pgd_adv: the same mix with PGD examples; alpha = 0 is Madry et al. (2018).
+- noise: the same mix with sign or uniform noise of size eps instead (Goodfellow 2015's controls).
+
+The full training state is saved after every epoch, so a killed run loses at most the epoch in progress and
+`fit` continues from the saved state bit for bit (model, optimiser, history, RNG streams).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from advx.attacks import fgsm, pgd, sign_noise, uniform_noise
+from advx.data import Dataset, Split
+from advx.errors import CheckpointError
+from advx.evaluate import error_rate
+from advx.models import Classifier, per_example_loss
+from advx.progress import Bars
+from advx.runs import save_torch
+from advx.runtime import Runtime
+from advx.schema import LoopConfig, OptimConfig, RegimeConfig
+
+log = logging.getLogger(__name__)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def learning_rate(cfg: OptimConfig, epoch: int, epochs: int) -> float:
+    """The learning rate for a 0-based epoch of `epochs`."""
+    progress = epoch / max(epochs - 1, 1)
+    if cfg.schedule == "linear":
+        return cfg.lr * (1 - (1 - cfg.lr_final_factor) * progress)
+    if cfg.schedule == "cosine":
+        return cfg.lr * (cfg.lr_final_factor + (1 - cfg.lr_final_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.step_gamma ** (epoch // cfg.step_every)
+    return cfg.lr
+
+
+def momentum(cfg: OptimConfig, epoch: int, epochs: int) -> float:
+    """Momentum ramped linearly from `momentum` to `momentum_final` (pylearn2's MomentumAdjustor)."""
+    if cfg.momentum_final is None:
+        return cfg.momentum
+    ramp = cfg.momentum_epochs or epochs
+    return cfg.momentum + (cfg.momentum_final - cfg.momentum) * min(1.0, epoch / max(ramp - 1, 1))
+
+
+def perturb(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: RegimeConfig) -> torch.Tensor:
+    """The regime's training inputs in place of x: FGSM, PGD or noise examples of size regime.eps."""
+    if regime.name == "fgsm_adv":
+        return fgsm(model, x, y, eps=regime.eps, clip=regime.clip)
+    if regime.name == "pgd_adv":
+        return pgd(model, x, y, eps=regime.eps, norm=regime.norm, steps=regime.steps, step_size=regime.step_size,
+                   random_start=regime.random_start, clip=regime.clip)
+    noise = sign_noise if regime.noise == "sign" else uniform_noise
+    return noise(x, eps=regime.eps, clip=regime.clip)
+
+
+def regime_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: RegimeConfig, output: str,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The regime's minibatch objective (a scalar) and the logits on the clean inputs [B, C] (for metrics)."""
+    if regime.name == "standard":
+        logits = model(x)
+        return per_example_loss(logits, y, output).mean(), logits
+    x_other = perturb(model, x, y, regime).detach()
+    logits = model(torch.cat([x, x_other]))  # one forward over clean and perturbed halves
+    clean, other = logits[: len(y)], logits[len(y):]
+    loss = regime.alpha * per_example_loss(clean, y, output).mean()
+    loss = loss + (1 - regime.alpha) * per_example_loss(other, y, output).mean()
+    return loss, clean
+
+
+def adversarial_error(model: torch.nn.Module, split: Split, regime: RegimeConfig, runtime: Runtime,
+                      batch_size: int) -> float:
+    """Error on FGSM examples of the regime's eps (Goodfellow's early-stopping criterion for adv. training)."""
+    model.eval()
+    wrong = torch.zeros((), device=split.labels.device)
+    for x, y in split.batches(batch_size):
+        with runtime.autocast():
+            x_adv = fgsm(model, x, y, eps=regime.eps, clip=regime.clip)
+            with torch.no_grad():
+                wrong += (model(x_adv).argmax(1) != y).sum()
+    return wrong.item() / max(len(split), 1)
+
+
+class TrainState:
+    """Everything needed to continue a run: epoch, history, best-so-far, optimiser and RNG streams."""
+
+    def __init__(self) -> None:
+        self.epoch = -1  # last completed epoch
+        self.history: list[dict] = []
+        self.best_value = math.inf
+        self.best_epoch = -1
+        self.best_weights: dict | None = None
+        self.stopped_early = False
+
+    def to_dict(self, model, optimizer, scaler, generator) -> dict:
+        return {
+            "epoch": self.epoch, "history": self.history, "best_value": self.best_value,
+            "best_epoch": self.best_epoch, "best_weights": self.best_weights, "stopped_early": self.stopped_early,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "rng_torch": torch.get_rng_state(), "rng_data": generator.get_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    @classmethod
+    def load(cls, path: Path, model, optimizer, scaler, generator) -> TrainState:
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+        except Exception as error:  # corrupt file, or a run dir from a different model
+            raise CheckpointError(f"cannot resume from {path}: {str(error).splitlines()[0]}") from None
+        scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng_torch"])
+        generator.set_state(saved["rng_data"])
+        if saved["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng_cuda"])
+        state = cls()
+        for key in ("epoch", "history", "best_value", "best_epoch", "best_weights", "stopped_early"):
+            setattr(state, key, saved[key])
+        return state
+
+
+def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeConfig, loop: LoopConfig,
+        runtime: Runtime, generator: torch.Generator, state_path: Path | None = None,
+        on_epoch: Callable[[list[dict]], None] | None = None, bars: Bars | None = None) -> TrainState:
+    """Train `model` (already on the device) in place; returns the final state with the per-epoch history.
+
+    With a validation split, `loop.patience > 0` stops after that many epochs without improvement of
+    `loop.early_stop_on` and restores the best weights. If `state_path` holds a saved state, training continues
+    from it; the state is rewritten after every epoch.
+    """
+    net = runtime.prepare(model)  # the module to call (compiled when asked); `model` keeps the parameters
+    optimizer = make_optimizer(model, optim)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
+    state = TrainState()
+    if state_path is not None and state_path.is_file():
+        state = TrainState.load(state_path, model, optimizer, scaler, generator)
+        log.info("resuming after epoch %d of %d from %s", state.epoch + 1, loop.epochs, state_path)
+    bars = bars or Bars(enabled=False)
+    epochs_task = bars.outer("epochs", total=loop.epochs, completed=state.epoch + 1)
+    batches_per_epoch = -(-len(data.train) // loop.batch_size)
+    for epoch in range(state.epoch + 1, loop.epochs):
+        if state.stopped_early:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(optim, epoch, loop.epochs)
+            if optim.name == "sgd":
+                group["momentum"] = momentum(optim, epoch, loop.epochs)
+        started = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=runtime.device)
+        wrong = torch.zeros((), device=runtime.device)
+        batches = bars.inner(data.train.batches(loop.batch_size, generator), f"epoch {epoch + 1}", batches_per_epoch)
+        for x, y in batches:
+            with runtime.autocast():
+                loss, logits = regime_loss(net, x, y, regime, model.output)
+                if optim.l1_first_layer:
+                    loss = loss + optim.l1_first_layer * model.first_weight().abs().sum()
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            model.constrain()
+            loss_sum += loss.detach() * len(y)
+            wrong += (logits.detach().argmax(1) != y).sum()
+        row = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum.item() / len(data.train),
+            "train_error": wrong.item() / len(data.train),  # with dropout active
+            "seconds": 0.0,
+        }
+        if data.val is not None:
+            row["val_error"] = error_rate(net, data.val, runtime, loop.eval_batch_size)
+            if loop.early_stop_on == "val_adv_error":
+                row["val_adv_error"] = adversarial_error(net, data.val, regime, runtime, loop.eval_batch_size)
+        row["test_error"] = error_rate(net, data.test, runtime, loop.eval_batch_size)
+        row["seconds"] = time.perf_counter() - started
+        state.history.append(row)
+        state.epoch = epoch
+        _early_stopping(state, model, row, loop)
+        if state_path is not None:
+            save_torch(state_path, state.to_dict(model, optimizer, scaler, generator))
+        log.info("epoch %d/%d  %s", epoch + 1, loop.epochs, "  ".join(
+            f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds")) + f"  ({row['seconds']:.1f}s)")
+        bars.advance(epochs_task, info=f"test_error={row['test_error']:.4f}")
+        if on_epoch is not None:
+            on_epoch(state.history)
+    if loop.patience and state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
+        log.info("restored the best weights (epoch %d, %s=%.4f)", state.best_epoch + 1, loop.early_stop_on,
+                 state.best_value)
+    return state
+
+
+def _early_stopping(state: TrainState, model: torch.nn.Module, row: dict, loop: LoopConfig) -> None:
+    value = row.get(loop.early_stop_on)
+    if not loop.patience or value is None:
+        return
+    if value < state.best_value:
+        state.best_value, state.best_epoch = value, state.epoch
+        state.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    elif state.epoch - state.best_epoch >= loop.patience:
+        state.stopped_early = True
+        log.info("early stop: no %s improvement for %d epochs", loop.early_stop_on, loop.patience)
