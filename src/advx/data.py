@@ -111,7 +111,7 @@ def _read_mnist(root: Path, download: bool):
     missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
     if missing and not download:
         raise DataError(
-            f"MNIST not found: expected {', '.join(missing)} in {raw.resolve()}. Point data_dir=... or "
+            f"MNIST not found: expected {', '.join(missing)} in {raw.resolve()}. Point dataset.data_dir=... or "
             "ADVX_DATA_DIR at the folder that holds MNIST/raw/, or set dataset.download=true when online."
         )
     from torchvision.datasets import MNIST
@@ -129,7 +129,7 @@ def _read_cifar10(root: Path, download: bool):
     folder = root / "cifar-10-batches-py"
     if not folder.is_dir() and not download:
         raise DataError(
-            f"CIFAR-10 not found: expected the python batches in {folder.resolve()}. Point data_dir=... or "
+            f"CIFAR-10 not found: expected the python batches in {folder.resolve()}. Point dataset.data_dir=... or "
             "ADVX_DATA_DIR at the folder that holds cifar-10-batches-py/, or set dataset.download=true when online."
         )
     try:

@@ -156,9 +156,8 @@ def compose_job(config_name: str, overrides: list[str]) -> Any:
     try:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as error:
-        text = str(error)
-        if "Missing mandatory value" in text:
-            key = text.split("full_key:")[1].split()[0] if "full_key:" in text else "a required key"
+        if "missing mandatory value" in str(error).lower():
+            key = getattr(error, "full_key", None) or str(error).rsplit(":", 1)[-1].strip()
             raise ConfigError(f"missing a value for '{key}'; set it with {key}=...") from None
         raise ConfigError(_first_line(error)) from None
 

@@ -17,7 +17,8 @@ from rich.table import Table
 from advx.errors import AdvxError
 from advx.runs import write_csv
 
-results_console = Console()  # results go to stdout; logs and progress to stderr
+# Results go to stdout (logs and progress to stderr); wide when piped, so tables are not truncated.
+results_console = Console() if Console().is_terminal else Console(width=200)
 
 
 def _scalars(metrics: dict) -> dict[str, Any]:
@@ -25,17 +26,20 @@ def _scalars(metrics: dict) -> dict[str, Any]:
 
 
 def run_rows(directory: Path) -> list[dict[str, Any]]:
-    """One row per finished run under `directory` (itself, or its job subdirs): overrides and final metrics."""
+    """One row per finished run under `directory` (itself, or its job subdirs): the overrides that differ
+    between runs, then the final scalar metrics."""
     metric_files = sorted(directory.glob("metrics.json")) or sorted(directory.glob("*/metrics.json"),
                                                                    key=lambda p: _job_order(p.parent.name))
-    rows = []
+    rows, settings = [], []
     for path in metric_files:
         overrides_file = path.parent / ".hydra" / "overrides.yaml"
-        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-        row = {"run": path.parent.name, "overrides": " ".join(map(str, overrides))}
-        row.update(_scalars(json.loads(path.read_text())))
-        rows.append(row)
-    return rows
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+        settings.append(dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra")))
+        rows.append(_scalars(json.loads(path.read_text())))
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    varying = [k for k in keys if len({s.get(k) for s in settings}) > 1] if len(rows) > 1 else keys
+    return [{"run": path.parent.name, **{k: s.get(k, "") for k in varying}, **row}
+            for path, s, row in zip(metric_files, settings, rows, strict=True)]
 
 
 def _job_order(name: str) -> tuple[int, str]:

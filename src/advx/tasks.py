@@ -41,7 +41,7 @@ def user_errors(task):
             console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]; continue with: advx train resume={run_dir()}")
+            console.print(f"[yellow]interrupted[/]; continue with: advx train resume={run_dir()}", soft_wrap=True)
             sys.exit(130)
 
     return wrapper

@@ -1,0 +1,45 @@
+"""Shared fixtures: the real `advx` CLI invoked in-process on tiny synthetic data, in a temporary dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from advx.cli import app
+
+TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "runtime=cpu",
+        "runtime.progress=false"]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run every command from an empty temporary directory (Hydra writes outputs/ there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def advx(workdir: Path):
+    """Call the CLI like a user would: advx(\"train\", \"model=softmax\", ...) -> typer Result."""
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, list(args))
+
+    return invoke
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def trained_softmax(advx, workdir: Path) -> Path:
+    """A softmax model trained for 3 epochs on the synthetic dataset."""
+    run_dir = workdir / "softmax"
+    result = advx("train", *TINY, "model=softmax", "train.epochs=3", f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    return run_dir

@@ -1,0 +1,95 @@
+"""The CLI end to end on synthetic data: train -> attack -> transfer -> sweep -> report, and the help."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from conftest import TINY, metrics
+
+from advx import __version__
+
+
+def test_version(advx):
+    result = advx("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"advx {__version__}"
+
+
+def test_help_lists_config_groups_and_options(advx):
+    result = advx("train", "--help")
+    assert result.exit_code == 0
+    assert "model: cnn, logistic, maxout, rbf, resnet18, softmax" in result.output
+    assert "regime: fgsm_adv, noise, pgd_adv, standard" in result.output
+
+
+def test_train_writes_a_self_describing_run_dir(trained_softmax):
+    for name in ("config.yaml", "env.json", "metrics.csv", "metrics.json", "model.pt", "model.json", "train.log",
+                 ".hydra/overrides.yaml", "checkpoint/last.pt"):
+        assert (trained_softmax / name).is_file(), name
+    with open(trained_softmax / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert metrics(trained_softmax)["test_error"] < 0.2  # the synthetic set is learnable
+    env = json.loads((trained_softmax / "env.json").read_text())
+    assert env["device"] == "cpu" and env["torch"]
+    assert not list(trained_softmax.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_attack_reports_error_and_confidence_per_eps(advx, trained_softmax, workdir):
+    out = workdir / "attack"
+    result = advx("attack", f"run={trained_softmax}", "attack=fgsm", "attack.eps=[0,0.1,0.3]",
+                  "runtime.progress=false", f"hydra.run.dir={out}")
+    assert result.exit_code == 0, result.output
+    rows = metrics(out)["attacks"]
+    assert [r["eps"] for r in rows] == [0.0, 0.1, 0.3]
+    assert rows[0]["adv_error"] == rows[0]["clean_error"]  # eps 0 changes nothing
+    assert rows[2]["adv_error"] > rows[0]["adv_error"]
+    assert rows[2]["adv_error"] > 0.9  # a linear model on 784 pixels falls at eps 0.3
+    assert all(0 <= r["adv_confidence_wrong"] <= 1 for r in rows)
+    assert abs(rows[1]["mean_linf"] - 0.1) < 1e-6
+    assert "adv_error" in result.stdout
+
+
+def test_transfer_crafts_on_the_source_model(advx, trained_softmax, workdir):
+    target = workdir / "cnn"
+    result = advx("train", *TINY, "model=cnn", "train.epochs=2", f"hydra.run.dir={target}")
+    assert result.exit_code == 0, result.output
+    out = workdir / "transfer"
+    result = advx("attack", f"run={target}", f"source={trained_softmax}", "attack.eps=0.2",
+                  f"hydra.run.dir={out}")
+    assert result.exit_code == 0, result.output
+    assert metrics(out)["source"] == str(trained_softmax)
+    direct = workdir / "direct"
+    advx("attack", f"run={target}", "attack.eps=0.2", f"hydra.run.dir={direct}")
+    assert metrics(out)["attacks"][0]["adv_error"] != metrics(direct)["attacks"][0]["adv_error"]
+
+
+def test_sweep_makes_one_run_per_job_and_a_summary(advx, workdir):
+    sweep = workdir / "sweep"
+    result = advx("train", "-m", *TINY, "model=softmax", "train.epochs=1", "seed=0,1", "optim.lr=0.05,0.1",
+                  f"hydra.sweep.dir={sweep}")
+    assert result.exit_code == 0, result.output
+    jobs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
+    assert jobs == ["0", "1", "2", "3"]
+    with open(sweep / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and {"seed", "optim.lr", "test_error"} <= set(rows[0])
+    assert {(r["seed"], r["optim.lr"]) for r in rows} == {("0", "0.05"), ("0", "0.1"), ("1", "0.05"), ("1", "0.1")}
+    report = advx("report", str(sweep))
+    assert report.exit_code == 0 and "test_error" in report.stdout
+
+
+def test_config_prints_the_resolved_config(advx):
+    result = advx("config", "train", "model=rbf", "optim=adam")
+    assert result.exit_code == 0, result.output
+    assert "init_beta: 0.01" in result.stdout and "name: adam" in result.stdout
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(advx, workdir):
+    sweep = workdir / "joblib"
+    result = advx("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "model=softmax",
+                  "train.epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    assert result.exit_code == 0, result.output
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
+    assert (sweep / "summary.csv").is_file()

@@ -1,0 +1,47 @@
+"""Datasets: synthetic shapes, real MNIST from ../shared/data, class subsets and validation splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from advx.data import load_dataset
+from advx.errors import DataError
+from advx.schema import DatasetConfig
+
+CPU = torch.device("cpu")
+MNIST_DIR = Path(os.environ.get("ADVX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "MNIST" / "raw").is_dir(), reason=f"MNIST not in {MNIST_DIR}")
+
+
+@pytest.mark.parametrize(("shape", "dims"), [("mnist", (1, 28, 28)), ("cifar", (3, 32, 32))])
+def test_synthetic_has_the_requested_shape(shape, dims):
+    data = load_dataset(DatasetConfig(name="synthetic", shape=shape, train_size=100, test_size=50, val_size=20), CPU)
+    assert data.input_shape == dims
+    assert (len(data.train), len(data.val), len(data.test)) == (80, 20, 50)
+    x, y = next(data.train.batches(16, torch.Generator().manual_seed(0)))
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1 and y.shape == (16,)
+
+
+@needs_mnist
+def test_real_mnist_loads_as_device_tensors():
+    data = load_dataset(DatasetConfig(name="mnist", data_dir=str(MNIST_DIR), val_size=10000), CPU)
+    assert (len(data.train), len(data.val), len(data.test)) == (50000, 10000, 10000)
+    assert data.train.images.dtype == torch.uint8 and data.input_shape == (1, 28, 28)
+    assert abs(data.mean[0] - 0.1307) < 0.002  # the published MNIST training mean
+
+
+@needs_mnist
+def test_mnist_3_vs_7_keeps_two_relabelled_classes():
+    data = load_dataset(DatasetConfig(name="mnist", data_dir=str(MNIST_DIR), classes=[3, 7]), CPU)
+    assert data.num_classes == 2
+    assert set(data.test.labels.tolist()) == {0, 1}
+    assert len(data.test) == 1010 + 1028  # test counts of 3s and 7s
+
+
+def test_validation_split_must_leave_training_data():
+    with pytest.raises(DataError, match="leaves no training data"):
+        load_dataset(DatasetConfig(name="synthetic", train_size=50, val_size=50), CPU)

@@ -1,0 +1,53 @@
+"""The model registry: shapes, output kinds, the max-norm constraint, and logistic FGSM's closed form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advx.attacks import fgsm
+from advx.hydra_bridge import compose_job, group_options
+from advx.models import build_model, per_example_loss, probabilities
+
+
+@pytest.mark.parametrize("option", group_options("model"))
+def test_every_model_maps_inputs_to_logits(option):
+    cfg = compose_job("train", [f"model={option}"]).model
+    hparams = {k: v for k, v in vars(cfg).items() if k != "name"}
+    shape, classes = ((3, 32, 32), 10) if option == "resnet18" else ((1, 28, 28), 2 if option == "logistic" else 10)
+    model = build_model(cfg.name, shape, classes, [0.5] * shape[0], [0.25] * shape[0], **hparams).eval()
+    x = torch.rand(3, *shape)
+    logits = model(x)
+    assert logits.shape == (3, classes)
+    assert model.features(x).shape[0] == 3
+    p = probabilities(logits, model.output)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert torch.isfinite(per_example_loss(logits, torch.tensor([0, 1, 1]), model.output)).all()
+
+
+def test_max_col_norm_bounds_every_unit():
+    model = build_model("maxout", (1, 28, 28), 10, [0.0], [1.0], units=16, pieces=3, max_col_norm=0.5)
+    for p in model.parameters():
+        p.data.mul_(1000)
+    model.constrain()
+    for layer in (m for m in model.modules() if isinstance(m, torch.nn.Linear)):
+        assert layer.weight.norm(dim=1).max() <= 0.5 + 1e-5
+
+
+def test_rbf_probabilities_are_independent_and_vanish_far_away():
+    model = build_model("rbf", (1, 28, 28), 10, [0.0], [1.0], output="exp", init_beta=0.05)
+    p = probabilities(model(torch.randn(5, 1, 28, 28) * 10), "exp")
+    assert p.max() < 1e-3  # Goodfellow's rubbish-class argument: RBF units are not confident far from data
+
+
+def test_fgsm_on_logistic_regression_shrinks_the_margin_by_eps_l1(monkeypatch):
+    """Goodfellow 2015, Sec. 5: for z = w.x + b, FGSM moves z by eps * ||w||_1 against the label."""
+    torch.manual_seed(0)
+    model = build_model("logistic", (1, 28, 28), 2, [0.0], [1.0]).eval()
+    x, y = torch.rand(8, 1, 28, 28), torch.tensor([0, 1] * 4)
+    w = model.head.linear.weight
+    z = model(x)[:, 1]
+    z_adv = model(fgsm(model, x, y, eps=0.25))[:, 1]
+    shift = 0.25 * w.abs().sum()
+    expected = torch.where(y == 1, z - shift, z + shift)
+    assert torch.allclose(z_adv, expected, atol=1e-4)
