@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
-from conftest import TINY, metrics
+import pytest
 
 from advx import __version__
+from conftest import TINY, metrics
 
 
 def test_version(advx):
@@ -86,10 +89,29 @@ def test_config_prints_the_resolved_config(advx):
     assert "init_beta: 0.01" in result.stdout and "name: adam" in result.stdout
 
 
-def test_joblib_launcher_runs_jobs_in_parallel_processes(advx, workdir):
-    sweep = workdir / "joblib"
-    result = advx("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "model=softmax",
-                  "train.epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep}")
+@pytest.mark.parametrize("launcher", ["local", pytest.param("slurm_local", marks=pytest.mark.slow)])
+def test_launchers_run_jobs_in_other_processes(advx, workdir, launcher):
+    sweep = workdir / launcher
+    result = advx("train", "-m", f"hydra/launcher={launcher}", *TINY, "model=softmax", "train.epochs=1", "seed=0,1",
+                  f"hydra.sweep.dir={sweep}")
     assert result.exit_code == 0, result.output
     assert len(list(sweep.glob("*/metrics.json"))) == 2
     assert (sweep / "summary.csv").is_file()
+
+
+def test_early_stopping_restores_the_best_weights(advx, workdir):
+    run_dir = workdir / "early"
+    result = advx("train", *TINY, "dataset.val_size=64", "model=softmax", "train.epochs=40", "train.patience=2",
+                  f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    with open(run_dir / "metrics.csv") as handle:
+        history = list(csv.DictReader(handle))
+    final = metrics(run_dir)
+    assert final["epochs"] < 40  # the synthetic validation error stops improving long before
+    assert final["epochs"] == final["best_epoch"] + 2
+    assert final["val_error"] == min(float(row["val_error"]) for row in history)
+
+
+def test_python_dash_m_is_the_same_command():
+    result = subprocess.run([sys.executable, "-m", "advx", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"advx {__version__}"

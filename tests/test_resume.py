@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import csv
 
-from conftest import TINY, metrics
-
 from advx import train as training
+from conftest import TINY, metrics
 
 RECIPE = [*TINY, "model=maxout", "model.units=32", "train.epochs=4", "train.batch_size=32", "optim.lr=0.05",
           "regime=fgsm_adv", "attack=fgsm", "attack.eps=0.1"]  # dropout and FGSM: every RNG stream matters

@@ -24,6 +24,7 @@ import torch
 from advx.models import per_example_loss
 
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_adv [B,...], labels [B]) -> loss [B]
+LogitsHook = Callable[[torch.Tensor], None]
 
 
 def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
@@ -78,10 +79,21 @@ def attack_mode(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def classification_objective(model: torch.nn.Module) -> Objective:
-    """The model's own training loss per example (cross-entropy for softmax outputs)."""
+def classification_objective(model: torch.nn.Module, on_logits: LogitsHook | None = None) -> Objective:
+    """The model's own training loss per example (cross-entropy for softmax outputs).
+
+    `on_logits` sees the logits of every forward pass; the first one of an attack without random start is the
+    clean prediction, which evaluation reuses instead of a second forward pass.
+    """
     output = getattr(model, "output", "softmax")
-    return lambda x, y: per_example_loss(model(x), y, output)
+
+    def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        if on_logits is not None:
+            on_logits(logits.detach())
+        return per_example_loss(logits, y, output)
+
+    return objective
 
 
 def pgd(
@@ -99,18 +111,20 @@ def pgd(
     targeted: bool = False,
     project: bool = True,
     objective: Objective | None = None,
+    on_logits: LogitsHook | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018) in the Linf or L2 ball of radius eps around x.
 
     x: [B, ...] inputs; y: [B] true labels, or target labels when `targeted`. step_size defaults to
     2.5 * eps / steps. `objective(x_adv, y) -> [B]` replaces the classification loss (e.g. a representation
-    distance); it is ascended, or descended when `targeted`. Returns x_adv with ||x_adv - x|| <= eps
+    distance); it is ascended, or descended when `targeted`. `on_logits` sees the logits of each forward pass of
+    the default objective. Returns x_adv with ||x_adv - x|| <= eps
     (when `project`) and x_adv in [0, 1] (when `clip`).
     """
     threat = THREATS[norm]()
     step_size = 2.5 * eps / steps if step_size is None else step_size
     custom_objective = objective is not None
-    objective = objective or classification_objective(model)
+    objective = objective or classification_objective(model, on_logits)
     sign = -1.0 if targeted else 1.0
     x = x.detach()
     with attack_mode(model):
@@ -127,6 +141,8 @@ def pgd(
                 delta = delta.detach() + sign * threat.step(grad, step_size)
                 delta = _constrain(threat, x, delta, eps, project, clip)
             x_adv = x + delta
+            if restarts == 1:
+                return x_adv.detach()  # nothing to choose between: skip the bookkeeping forward passes
             with torch.no_grad():
                 loss = sign * objective(x_adv, y).float()
                 # a custom objective has no notion of success: keep the restart that scores best
@@ -154,13 +170,13 @@ def _fools(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targete
 
 
 def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, clip: bool = False,
-         objective: Objective | None = None) -> torch.Tensor:
+         objective: Objective | None = None, on_logits: LogitsHook | None = None) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): x + eps * sign(grad_x J(x, y)), unprojected.
 
     The paper never clips to [0, 1]; `clip=True` clips the result to the box.
     """
     return pgd(model, x, y, eps=eps, norm="linf", steps=1, step_size=eps, random_start=False, clip=clip,
-               project=False, objective=objective)
+               project=False, objective=objective, on_logits=on_logits)
 
 
 def sign_noise(x: torch.Tensor, *, eps: float, clip: bool = False) -> torch.Tensor:
@@ -198,11 +214,17 @@ class Attack:
     target: str = "random"
     clip: bool = True
 
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @property
+    def sees_clean_logits(self) -> bool:
+        """True when the first forward pass of the attack is on the clean input (gradient attack, no random start)."""
+        return self.name == "fgsm" or (self.name == "pgd" and not self.random_start and self.eps > 0)
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 on_logits: LogitsHook | None = None) -> torch.Tensor:
         if self.name == "none" or self.eps == 0:
             return x
         if self.name == "fgsm":
-            return fgsm(model, x, y, eps=self.eps, clip=self.clip)
+            return fgsm(model, x, y, eps=self.eps, clip=self.clip, on_logits=on_logits)
         if self.name == "sign_noise":
             return sign_noise(x, eps=self.eps, clip=self.clip)
         if self.name == "uniform_noise":
@@ -214,4 +236,4 @@ class Attack:
             goal = target_labels(y, num_classes, self.target)
         return pgd(model, x, goal, eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
                    random_start=self.random_start, restarts=self.restarts, clip=self.clip,
-                   targeted=self.targeted)
+                   targeted=self.targeted, on_logits=on_logits)

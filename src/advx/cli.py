@@ -102,7 +102,7 @@ def report(directory: str = typer.Argument(..., help="a run dir or a sweep dir")
 
 @app.command()
 def bench(
-    epochs: int = typer.Option(2, help="epochs timed per loop (after one warm-up epoch each)"),
+    epochs: int = typer.Option(4, help="epochs timed per loop (after one warm-up epoch each)"),
     data_dir: str = typer.Option(None, help="folder holding MNIST/raw (default: $ADVX_DATA_DIR or ./data)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     dataset: str = typer.Option("mnist", help="mnist, or synthetic for a quick check"),

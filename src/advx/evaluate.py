@@ -46,11 +46,13 @@ def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime
     batches = split.batches(batch_size)
     if bars is not None:
         batches = bars.inner(batches, f"{attack.name} eps={attack.eps:g}", -(-len(split) // batch_size))
+    reuse_clean = source is None and attack.sees_clean_logits
     for x, y in batches:
+        seen: list[torch.Tensor] = []
         with runtime.autocast():
-            x_adv = attack(crafter, x, y)
+            x_adv = attack(crafter, x, y, on_logits=seen.append if reuse_clean else None)
             with torch.no_grad():
-                clean_p = probabilities(model(x), output)
+                clean_p = probabilities(seen[0] if seen else model(x), output)
                 adv_p = probabilities(model(x_adv), output)
         with torch.no_grad():
             adv_conf, adv_pred = adv_p.max(1)

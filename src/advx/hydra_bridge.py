@@ -18,14 +18,13 @@ from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from advx.errors import ConfigError
-from hydra.core.config_store import ConfigStore
-
 from advx.schema import (
     MODEL_SCHEMAS,
     AttackConfig,

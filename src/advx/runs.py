@@ -106,7 +106,8 @@ def load_model(run_dir: str | Path, device: torch.device) -> tuple[Classifier, d
     if not run_dir.is_dir():
         raise CheckpointError(f"run dir {run_dir} does not exist")
     if not weights.is_file() or not sidecar.is_file():
-        hint = " (training did not finish; resume it with `advx train resume=DIR`)" if (run_dir / STATE_FILE).is_file() else ""
+        unfinished = (run_dir / STATE_FILE).is_file()
+        hint = " (training did not finish; resume it with `advx train resume=DIR`)" if unfinished else ""
         raise CheckpointError(f"no trained model in {run_dir}: {MODEL_FILE} and {SIDECAR_FILE} expected{hint}")
     try:
         spec = json.loads(sidecar.read_text())

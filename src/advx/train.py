@@ -199,8 +199,8 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
         _early_stopping(state, model, row, loop)
         if state_path is not None:
             save_torch(state_path, state.to_dict(model, optimizer, scaler, generator))
-        log.info("epoch %d/%d  %s", epoch + 1, loop.epochs, "  ".join(
-            f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds")) + f"  ({row['seconds']:.1f}s)")
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
+        log.info("epoch %d/%d  %s  (%.1fs)", epoch + 1, loop.epochs, shown, row["seconds"])
         bars.advance(epochs_task, info=f"test_error={row['test_error']:.4f}")
         if on_epoch is not None:
             on_epoch(state.history)
