@@ -89,7 +89,7 @@ def test_config_prints_the_resolved_config(advx):
     assert "init_beta: 0.01" in result.stdout and "name: adam" in result.stdout
 
 
-@pytest.mark.parametrize("launcher", ["local", pytest.param("slurm_local", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("launcher", ["local", "slurm_local"])
 def test_launchers_run_jobs_in_other_processes(advx, workdir, launcher):
     sweep = workdir / launcher
     result = advx("train", "-m", f"hydra/launcher={launcher}", *TINY, "model=softmax", "train.epochs=1", "seed=0,1",
