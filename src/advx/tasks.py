@@ -24,7 +24,7 @@ from advx.models import build_model
 from advx.progress import Bars, console
 from advx.runs import STATE_FILE, environment, load_model, save_model, write_csv, write_json, write_text
 from advx.runtime import Runtime, seed_everything
-from advx.schema import AttackConfig, DatasetConfig
+from advx.schema import AttackConfig, AttackTaskConfig, DatasetConfig, TrainTaskConfig
 from advx.summary import print_table
 
 log = logging.getLogger("advx")
@@ -41,7 +41,9 @@ def user_errors(task):
             console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]; continue with: advx train resume={run_dir()}", soft_wrap=True)
+            hint = (f"advx train resume={run_dir()}" if HydraConfig.get().job.name == "train"
+                    else "the same command (finished stages are reused)")
+            console.print(f"[yellow]interrupted[/]; continue with: {hint}", soft_wrap=True)
             sys.exit(130)
 
     return wrapper
@@ -51,14 +53,17 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def start_run(cfg: DictConfig) -> tuple[Any, Path, Runtime]:
-    """Typed config, run dir and runtime; writes config.yaml and env.json."""
-    typed = OmegaConf.to_object(cfg)
-    out = run_dir()
-    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+def from_hydra(cfg: DictConfig) -> tuple[Any, Path, str]:
+    """The typed config, the run dir and the resolved YAML of the Hydra job in progress."""
+    return OmegaConf.to_object(cfg), run_dir(), OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def start_run(typed: Any, out: Path, resolved_yaml: str) -> Runtime:
+    """Record config.yaml and env.json in the run dir; returns the runtime chosen from the config."""
+    write_text(out / "config.yaml", resolved_yaml)
     runtime = Runtime.from_config(**asdict(typed.runtime))
     write_json(out / "env.json", environment(runtime.describe()))
-    return typed, out, runtime
+    return runtime
 
 
 def attacks_for(cfg: AttackConfig) -> list[Attack]:
@@ -91,8 +96,14 @@ def flat_attack_metrics(rows: list[dict], name: str) -> dict[str, float]:
 
 @user_errors
 def train_task(cfg: DictConfig) -> dict:
-    """`advx train`: fit the model, save it, evaluate `attack` on the test set."""
-    typed, out, runtime = start_run(cfg)
+    """`advx train` (a Hydra task)."""
+    return run_training(*from_hydra(cfg))
+
+
+def run_training(typed: TrainTaskConfig, out: Path, resolved_yaml: str) -> dict:
+    """Fit the model into run dir `out` (continuing a saved state there), save it, evaluate `attack` on the
+    test set; returns and writes the final metrics."""
+    runtime = start_run(typed, out, resolved_yaml)
     if typed.train.patience and not typed.dataset.val_size:
         raise ConfigError("train.patience needs a validation split: set dataset.val_size > 0")
     generator = seed_everything(typed.seed)
@@ -139,8 +150,13 @@ def trained_dataset(run: Path, data_dir: str | None) -> DatasetConfig:
 
 @user_errors
 def attack_task(cfg: DictConfig) -> dict:
-    """`advx attack`: clean and adversarial metrics of a trained model, for every eps (and transfer)."""
-    typed, out, runtime = start_run(cfg)
+    """`advx attack` (a Hydra task)."""
+    return run_attack(*from_hydra(cfg))
+
+
+def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str) -> dict:
+    """Clean and adversarial metrics of a trained model for every eps (crafted on `source` for transfer)."""
+    runtime = start_run(typed, out, resolved_yaml)
     seed_everything(typed.seed)
     run = Path(typed.run)
     model, spec = load_model(run, runtime.device)
