@@ -6,7 +6,7 @@ ADVX := $(VENV)/bin/advx
 export ADVX_DATA_DIR ?= $(abspath ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint main bench clean
+.PHONY: help install test test-slow lint main maxout bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,9 +30,12 @@ test-slow: install  ## run the slow tests too (real MNIST)
 lint: install  ## ruff over src and tests
 	$(VENV)/bin/ruff check src tests
 
-main: install  ## the main job: train the maxout MLP on MNIST and FGSM-attack it
-	$(ADVX) train experiment=mnist_maxout hydra.run.dir=outputs/main/train
-	$(ADVX) attack run=outputs/main/train attack=fgsm 'attack.eps=[0.1,0.25]' hydra.run.dir=outputs/main/attack
+main: install  ## the main job: reproduce Goodfellow et al. 2015 on MNIST (scale=cpu, about 25 min)
+	$(ADVX) reproduce goodfellow2015 scale=cpu
+
+maxout: install  ## train the maxout MLP on MNIST (30 epochs) and FGSM-attack it
+	$(ADVX) train experiment=mnist_maxout hydra.run.dir=outputs/maxout/train
+	$(ADVX) attack run=outputs/maxout/train attack=fgsm 'attack.eps=[0.1,0.25]' hydra.run.dir=outputs/maxout/attack
 
 bench: install  ## time advx's training loop and FGSM pass against bare PyTorch loops (MNIST maxout)
 	$(ADVX) bench

@@ -22,7 +22,7 @@ def test_version(advx):
 def test_help_lists_config_groups_and_options(advx):
     result = advx("train", "--help")
     assert result.exit_code == 0
-    assert "model: cnn, logistic, maxout, rbf, resnet18, softmax" in result.output
+    assert "model: cnn, conv_maxout, logistic, maxout, rbf, resnet18, softmax" in result.output
     assert "regime: fgsm_adv, noise, pgd_adv, standard" in result.output
 
 

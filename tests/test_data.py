@@ -45,3 +45,17 @@ def test_mnist_3_vs_7_keeps_two_relabelled_classes():
 def test_validation_split_must_leave_training_data():
     with pytest.raises(DataError, match="leaves no training data"):
         load_dataset(DatasetConfig(name="synthetic", train_size=50, val_size=50), CPU)
+
+
+def test_gcn_zca_whitens_the_training_split():
+    """Goodfellow 2015's CIFAR-10 space: float inputs whose training covariance has eigenvalues
+    lambda / (lambda + bias) <= 1, and the test split goes through the same map."""
+    data = load_dataset(DatasetConfig(name="synthetic", shape="cifar", train_size=300, test_size=40,
+                                      preprocess="gcn_zca"), CPU)
+    assert data.train.images.dtype == torch.float32 and data.input_shape == (3, 32, 32)
+    flat = data.train.images.flatten(1).double()
+    covariance = (flat - flat.mean(0)).T @ (flat - flat.mean(0)) / len(flat)
+    eigenvalues = torch.linalg.eigvalsh(covariance)
+    assert eigenvalues.max() <= 1 + 1e-3 and eigenvalues.max() > 0.5
+    x, _ = data.test.batch(torch.arange(4))
+    assert x.dtype == torch.float32 and (x.min() < 0 or x.max() > 1)  # no [0, 1] box in this space

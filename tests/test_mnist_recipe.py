@@ -6,6 +6,7 @@ Slow (about 4 minutes on a 2-core CPU): `make test-slow`. The thresholds are the
 from __future__ import annotations
 
 import pytest
+
 from conftest import metrics
 from test_data import MNIST_DIR, needs_mnist
 

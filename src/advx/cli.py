@@ -57,7 +57,7 @@ def _raise(error: AdvxError) -> Callable[[], None]:
 def _run(config_name: str, args: list[str]) -> None:
     from advx import hydra_bridge, tasks
 
-    task = {"train": tasks.train_task, "attack": tasks.attack_task}[config_name]
+    task = {"train": tasks.train_task, "attack": tasks.attack_task, "reproduce": tasks.reproduce_task}[config_name]
     _report_errors(lambda: hydra_bridge.run(config_name, task, args))
 
 
@@ -84,11 +84,24 @@ def attack(ctx: typer.Context) -> None:
     _run("attack", ctx.args)
 
 
+@app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(("paper", "runtime")))
+def reproduce(ctx: typer.Context, paper: str = typer.Argument(..., help="the paper, e.g. goodfellow2015")) -> None:
+    """Re-run a paper: `advx reproduce goodfellow2015 scale=cpu`.
+
+    Each stage (a train or attack run) lands in its own dir under outputs/reproduce/PAPER-SCALE-seedN/stages/,
+    keyed by its resolved config: a second invocation, or one after a kill, reuses finished stages and resumes
+    unfinished ones. Writes report.md (paper vs ours, verdicts, deviations, environment), report.json and the
+    figures. Scales: smoke (seconds, synthetic data), cpu (real MNIST on a CPU), paper (the paper's sizes, GPU).
+    `-m seed=0,1,2` runs seeds and the sweep dir gets a report with mean and std per claim.
+    """
+    _run("reproduce", [f"paper={paper}", *ctx.args])
+
+
 @app.command(context_settings=PASS_THROUGH)
-def config(ctx: typer.Context, command: str = typer.Argument(..., help="train or attack")) -> None:
+def config(ctx: typer.Context, command: str = typer.Argument(..., help="train, attack or reproduce")) -> None:
     """Print the resolved config of COMMAND with the given overrides, without running anything."""
-    if command not in ("train", "attack"):
-        _report_errors(_raise(AdvxError(f"unknown command {command!r}; valid commands: train, attack")))
+    if command not in ("train", "attack", "reproduce"):
+        _report_errors(_raise(AdvxError(f"unknown command {command!r}; valid commands: train, attack, reproduce")))
     _run(command, ["--cfg", "job", "--resolve", *ctx.args])
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
@@ -30,14 +31,16 @@ from advx.schema import (
     AttackConfig,
     AttackTaskConfig,
     DatasetConfig,
+    Goodfellow2015Config,
     OptimConfig,
     RegimeConfig,
+    ReproduceTaskConfig,
     RuntimeConfig,
     TrainTaskConfig,
 )
 
 CONF_DIR = Path(os.environ.get("ADVX_CONF_DIR", Path(__file__).resolve().parents[2] / "conf"))
-GROUPS = ("dataset", "model", "optim", "regime", "attack", "runtime", "experiment")
+GROUPS = ("dataset", "model", "optim", "regime", "attack", "runtime", "experiment", "paper")
 # Hydra's own flags and whether each takes a value; they must precede the overrides.
 HYDRA_FLAGS = {
     "-m": False, "--multirun": False, "--resolve": False, "--hydra-help": False,
@@ -52,6 +55,8 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainTaskConfig)
     store.store(name="attack_schema", node=AttackTaskConfig)
+    store.store(name="reproduce_schema", node=ReproduceTaskConfig)
+    store.store(group="schema/paper", name="goodfellow2015", node=Goodfellow2015Config)
     for group, schema in (("dataset", DatasetConfig), ("optim", OptimConfig), ("attack", AttackConfig),
                           ("regime", RegimeConfig), ("runtime", RuntimeConfig)):
         store.store(group=f"schema/{group}", name="base", node=schema)
@@ -136,22 +141,32 @@ def _explain_composition_error(config_name: str, overrides: list[str], error: Ex
 
 def _keys_under(config_name: str, overrides: list[str], parent: str) -> list[str]:
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            cfg = compose(config_name, overrides=overrides)
+        cfg = compose_config(config_name, overrides)
         node = OmegaConf.select(cfg, parent) if parent else cfg
         return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
     except Exception:  # the explanation is best effort; the error itself is reported regardless
         return []
 
 
-def compose_job(config_name: str, overrides: list[str]) -> Any:
-    """Compose one job's config and build its typed schema object (range checks run here)."""
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose a config with the Compose API (also inside a running Hydra app, which owns the global state)."""
     _check_group_choices(overrides)
     try:
+        if GlobalHydra.instance().is_initialized():
+            return compose(config_name, overrides=overrides)
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            cfg = compose(config_name, overrides=overrides)
+            return compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_explain_composition_error(config_name, overrides, error)) from None
+
+
+def compose_job(config_name: str, overrides: list[str]) -> Any:
+    """Compose one job's config and build its typed schema object (range checks run here)."""
+    return typed_config(compose_config(config_name, overrides))
+
+
+def typed_config(cfg: DictConfig) -> Any:
+    """The schema dataclasses of a composed config; missing values and range errors become ConfigError."""
     try:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as error:

@@ -51,10 +51,10 @@ class Classifier(nn.Module):
 
     @torch.no_grad()
     def constrain(self) -> None:
-        """Rescale each unit's incoming weight vector to norm <= max_col_norm (pylearn2's max_col_norm)."""
+        """Rescale each unit's (or filter's) incoming weights to norm <= max_col_norm (pylearn2's max_col_norm)."""
         if self.max_col_norm > 0:
             for module in self.modules():
-                if isinstance(module, nn.Linear):
+                if isinstance(module, nn.Linear | nn.Conv2d):
                     module.weight.copy_(torch.renorm(module.weight, p=2, dim=0, maxnorm=self.max_col_norm))
 
     def first_weight(self) -> torch.Tensor:
@@ -93,6 +93,19 @@ class Maxout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(-1)
+
+
+class MaxoutConv(nn.Module):
+    """Convolution to channels x pieces feature maps, then the max over pieces. [B, C, H, W] -> [B, channels, H, W]."""
+
+    def __init__(self, in_channels: int, channels: int, pieces: int, kernel: int):
+        super().__init__()
+        self.channels, self.pieces = channels, pieces
+        self.conv = nn.Conv2d(in_channels, channels * pieces, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return out.view(x.shape[0], self.channels, self.pieces, *out.shape[2:]).amax(2)
 
 
 class RBF(nn.Module):
@@ -155,6 +168,19 @@ def build_maxout(shape, num_classes, mean, std, normalize=False, output="softmax
     model = Classifier(nn.Sequential(*blocks), nn.Linear(width, num_classes), output, max_col_norm)
     _uniform_init(model, init_range)
     return model
+
+
+def build_conv_maxout(shape, num_classes, mean, std, normalize=False, output="softmax", channels=(96, 192, 192),
+                      pieces=2, kernels=(5, 5, 3), fc_units=500, fc_pieces=5, dropout=0.5, max_col_norm=1.9365):
+    """Conv maxout (Goodfellow et al. 2013's CIFAR-10 shape: 3 maxout conv layers, a maxout FC layer, softmax),
+    each conv followed by 2x2 max pooling; used by Goodfellow 2015's CIFAR-10 arm on GCN+ZCA inputs."""
+    blocks: list[nn.Module] = list(_stem(normalize, mean, std))
+    in_channels, side = shape[0], shape[1]
+    for width, kernel in zip(channels, kernels, strict=True):
+        blocks += [MaxoutConv(in_channels, width, pieces, kernel), nn.MaxPool2d(2), nn.Dropout(dropout)]
+        in_channels, side = width, side // 2
+    blocks += [nn.Flatten(), Maxout(in_channels * side * side, fc_units, fc_pieces), nn.Dropout(dropout)]
+    return Classifier(nn.Sequential(*blocks), nn.Linear(fc_units, num_classes), output, max_col_norm)
 
 
 def build_rbf(shape, num_classes, mean, std, normalize=False, output="exp", init_beta=0.01):
@@ -235,6 +261,7 @@ MODELS = {
     "maxout": build_maxout,
     "rbf": build_rbf,
     "cnn": build_cnn,
+    "conv_maxout": build_conv_maxout,
     "resnet": build_resnet,
 }
 

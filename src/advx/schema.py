@@ -42,10 +42,12 @@ class DatasetConfig:
     test_size: int | None = None
     shape: str = "mnist"  # synthetic only: mnist (1x28x28) | cifar (3x32x32)
     num_classes: int = 10  # synthetic only
+    preprocess: str = "none"  # none (pixels in [0,1]) | gcn_zca (Goodfellow 2015's CIFAR-10 space; use clip=false)
 
     def __post_init__(self) -> None:
         _check_choice("dataset.name", self.name, ("mnist", "cifar10", "synthetic"))
         _check_choice("dataset.shape", self.shape, ("mnist", "cifar"))
+        _check_choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
         _check(self.val_size >= 0, f"dataset.val_size must be >= 0, got {self.val_size}")
         for key in ("train_size", "test_size"):
             value = getattr(self, key)
@@ -109,6 +111,22 @@ class CnnModelConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check(0 <= self.dropout < 1, f"model.dropout is a drop probability in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class ConvMaxoutModelConfig(ModelConfig):
+    channels: list[int] = field(default_factory=lambda: [96, 192, 192])
+    pieces: int = 2
+    kernels: list[int] = field(default_factory=lambda: [5, 5, 3])
+    fc_units: int = 500
+    fc_pieces: int = 5
+    dropout: float = 0.5
+    max_col_norm: float = 1.9365
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(len(self.channels) == len(self.kernels), "model.channels and model.kernels need the same length")
         _check(0 <= self.dropout < 1, f"model.dropout is a drop probability in [0, 1), got {self.dropout}")
 
 
@@ -269,6 +287,59 @@ MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "maxout": MaxoutModelConfig,
     "rbf": RbfModelConfig,
     "cnn": CnnModelConfig,
+    "conv_maxout": ConvMaxoutModelConfig,
     "resnet": ResNetModelConfig,
 }
 
+
+
+@dataclass
+class Goodfellow2015Scale:
+    """Sizes of one scale of the goodfellow2015 pipeline (epochs per model family, ensemble size, ...)."""
+
+    dataset: str = "mnist"  # mnist | synthetic (smoke)
+    train_size: int | None = None
+    test_size: int | None = None
+    val_size: int = 0  # > 0 with patience: the paper's early stopping on a validation split
+    patience: int = 0
+    maxout_epochs: int = 30
+    maxout_schedule: str = "constant"  # constant (the issue's 30-epoch recipe) | linear (pylearn2's decay to 0.05x)
+    adv_epochs: int = 20
+    control_epochs: int = 10  # sign / uniform noise, sigmoid-output maxout, ensemble members
+    softmax_epochs: int = 10
+    rbf_epochs: int = 10
+    logistic_epochs: int = 10
+    l1_epochs: int = 5
+    ensemble_members: int = 3  # the paper's ensemble has 12
+    large_units: int = 0  # 1600-unit variant (paper scale); 0 skips it
+    large_epochs: int = 0
+    rubbish_samples: int = 10000
+    cifar: bool = False  # the conv-maxout CIFAR-10 arm (needs CIFAR-10 on disk)
+    cifar_epochs: int = 0
+    cifar_synthetic: bool = False  # run the CIFAR arm on synthetic CIFAR-shaped data (tests)
+    cifar_channels: list[int] = field(default_factory=lambda: [96, 192, 192])
+    cifar_fc_units: int = 500
+
+
+@dataclass
+class Goodfellow2015Config:
+    name: str = "goodfellow2015"
+    eps: float = 0.25  # the paper's MNIST FGSM size
+    cifar_eps: float = 0.1  # in GCN+ZCA space
+    eps_grid: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
+    l1: float = 0.0025
+    scales: dict[str, Goodfellow2015Scale] = field(default_factory=dict)
+
+
+@dataclass
+class ReproduceTaskConfig:
+    paper: Any = MISSING  # the paper's own schema (Goodfellow2015Config, ...)
+    scale: str = "cpu"  # smoke (seconds, synthetic data) | cpu (real data, a 2-core CPU) | paper (a GPU)
+    seed: int = 0
+    data_dir: str = "${oc.env:ADVX_DATA_DIR,data}"
+    runtime: RuntimeConfig = MISSING
+
+    def __post_init__(self) -> None:
+        _check_choice("scale", self.scale, ("smoke", "cpu", "paper"))
+        scales = getattr(self.paper, "scales", {})
+        _check(self.scale in scales, f"paper {getattr(self.paper, 'name', '?')} has no scale {self.scale!r}")

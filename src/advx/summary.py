@@ -82,5 +82,10 @@ class SweepSummaryCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         directory = Path(config.hydra.sweep.dir)
-        if any(directory.glob("*/metrics.json")):
+        if any(directory.glob("*/report.json")):
+            from advx.pipeline import aggregate_reports
+
+            aggregate_reports(directory)
+            results_console.print(f"wrote {directory / 'report.md'} (mean and std per claim over the runs)")
+        elif any(directory.glob("*/metrics.json")):
             summarize(directory)

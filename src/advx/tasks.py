@@ -7,6 +7,7 @@ library code, and writes its metrics. A user error (`AdvxError`) prints one line
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from dataclasses import asdict
@@ -24,7 +25,7 @@ from advx.models import build_model
 from advx.progress import Bars, console
 from advx.runs import STATE_FILE, environment, load_model, save_model, write_csv, write_json, write_text
 from advx.runtime import Runtime, seed_everything
-from advx.schema import AttackConfig, AttackTaskConfig, DatasetConfig, TrainTaskConfig
+from advx.schema import AttackConfig, AttackTaskConfig, DatasetConfig, ReproduceTaskConfig, TrainTaskConfig
 from advx.summary import print_table
 
 log = logging.getLogger("advx")
@@ -154,8 +155,9 @@ def attack_task(cfg: DictConfig) -> dict:
     return run_attack(*from_hydra(cfg))
 
 
-def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str) -> dict:
-    """Clean and adversarial metrics of a trained model for every eps (crafted on `source` for transfer)."""
+def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: bool = True) -> dict:
+    """Clean and adversarial metrics of a trained model for every eps (crafted on `source` for transfer);
+    `show` prints the table of results."""
     runtime = start_run(typed, out, resolved_yaml)
     seed_everything(typed.seed)
     run = Path(typed.run)
@@ -177,5 +179,45 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str) -> dict:
                "attacks": rows, "run": str(run), "source": typed.source}
     write_json(out / "metrics.json", metrics)
     write_csv(out / "attack.csv", rows)
-    print_table(rows, title=f"{typed.attack.name} on {run}" + (f" (crafted on {typed.source})" if source else ""))
+    if show:
+        print_table(rows, title=f"{typed.attack.name} on {run}" + (f" (crafted on {typed.source})" if source else ""))
+    return metrics
+
+
+@user_errors
+def reproduce_task(cfg: DictConfig) -> dict:
+    """`advx reproduce <paper>` (a Hydra task)."""
+    return run_reproduce(*from_hydra(cfg))
+
+
+def run_reproduce(typed: ReproduceTaskConfig, out: Path, resolved_yaml: str) -> dict:
+    """Run a paper's pipeline in `out` (stages cached under out/stages) and write report.md / report.json."""
+    from advx.papers import PAPERS
+    from advx.pipeline import Stages, Timer, load_claims, settle, write_report
+
+    timer = Timer()
+    runtime = start_run(typed, out, resolved_yaml)
+    paper = typed.paper
+    scale = paper.scales[typed.scale]
+    meta, claims = load_claims(paper.name)
+    rt = typed.runtime
+    stages = Stages(out, [f"runtime.device={runtime.device.type}", f"runtime.precision={runtime.precision}",
+                          f"runtime.compile={rt.compile}", f"runtime.deterministic={rt.deterministic}",
+                          f"runtime.progress={rt.progress}"])
+    data_dir = str(Path(typed.data_dir).resolve())
+    log.info("reproducing %s at scale=%s (seed %d) in %s", paper.name, typed.scale, typed.seed, out)
+    module = PAPERS[paper.name]
+    measurements, figures = module.run(paper, scale, stages, data_dir, typed.seed, out, runtime.device)
+    settle(claims, measurements)
+    environment_record = json.loads((out / "env.json").read_text())
+    write_report(out, meta, claims, scale=typed.scale, seeds=[typed.seed], device=str(runtime.device),
+                 wall_seconds=timer.seconds, deviations=module.deviations(typed.scale, scale), figures=figures,
+                 environment=environment_record, stages=stages)
+    counts = {s: sum(c.status == s for c in claims) for s in ("reproduced", "deviates", "not_run")}
+    metrics = {**counts, "wall_seconds": round(timer.seconds, 1), **{c.id: c.measured for c in claims}}
+    write_json(out / "metrics.json", metrics)
+    title = (f"{paper.name} at scale={typed.scale}: {counts['reproduced']} reproduced, {counts['deviates']} deviate, "
+             f"{counts['not_run']} not run ({out / 'report.md'})")
+    print_table([{"claim": c.id, "paper": c.paper, "ours": "–" if c.measured is None else c.measured,
+                  "criterion": c.criterion, "status": c.status} for c in claims], title=title)
     return metrics
