@@ -279,7 +279,8 @@ def _rubbish(runs: dict[str, Path], samples: int, seed: int, device: torch.devic
         wrong = top > 0.5
         found[f"{claim}_error"] = Measurement(float(wrong.float().mean()), f"{samples} samples")
         if claim == "rubbish_maxout":
-            found["rubbish_maxout_confidence"] = Measurement(float(top[wrong].mean()) if wrong.any() else None)
+            found["rubbish_maxout_confidence"] = (Measurement(float(top[wrong].mean())) if wrong.any() else
+                                                  Measurement(None, "no noise sample was given a class with p > .5"))
     return found
 
 
