@@ -115,3 +115,20 @@ def test_early_stopping_restores_the_best_weights(advx, workdir):
 def test_python_dash_m_is_the_same_command():
     result = subprocess.run([sys.executable, "-m", "advx", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == f"advx {__version__}"
+
+
+def test_bf16_autocast_trains_and_attacks_on_the_cpu(advx, workdir):
+    """The mixed-precision path a GPU run takes (runtime.precision=bf16), exercised on the CPU."""
+    run_dir = workdir / "bf16"
+    result = advx("train", *TINY, "model=cnn", "runtime.precision=bf16", "train.epochs=2", "attack=fgsm",
+                  "attack.eps=0.3", f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    final = metrics(run_dir)
+    assert final["test_error"] < 0.5 and final["fgsm_adv_error@0.3"] > final["test_error"]
+    assert json.loads((run_dir / "env.json").read_text())["precision"] == "bf16"
+
+
+def test_report_of_a_single_run(advx, trained_softmax):
+    result = advx("report", str(trained_softmax))
+    assert result.exit_code == 0, result.output
+    assert "test_error" in result.stdout

@@ -111,19 +111,11 @@ def _keep_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int]
 
 
 def _read_mnist(root: Path, download: bool):
-    raw = root / "MNIST" / "raw"
-    missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
-    if missing and not download:
-        raise DataError(
-            f"MNIST not found: expected {', '.join(missing)} in {raw.resolve()}. Point dataset.data_dir=... or "
-            "ADVX_DATA_DIR at the folder that holds MNIST/raw/, or set dataset.download=true when online."
-        )
     from torchvision.datasets import MNIST
 
-    try:
-        splits = [MNIST(str(root), train=train, download=download) for train in (True, False)]
-    except (RuntimeError, OSError, ValueError) as error:
-        raise DataError(f"cannot read MNIST from {raw.resolve()}: {error}") from None
+    raw = root / "MNIST" / "raw"
+    missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
+    splits = _read_torchvision("MNIST", MNIST, root, raw, "MNIST/raw/", ", ".join(missing), download)
     return [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in splits]
 
 
@@ -131,16 +123,22 @@ def _read_cifar10(root: Path, download: bool):
     from torchvision.datasets import CIFAR10
 
     folder = root / "cifar-10-batches-py"
-    if not folder.is_dir() and not download:
+    missing = "" if folder.is_dir() else "the python batches"
+    splits = _read_torchvision("CIFAR-10", CIFAR10, root, folder, "cifar-10-batches-py/", missing, download)
+    return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
+
+
+def _read_torchvision(name: str, dataset_class, root: Path, folder: Path, layout: str, missing: str, download: bool):
+    """Both splits of a torchvision dataset, or one DataError line that says where the files were expected."""
+    if missing and not download:
         raise DataError(
-            f"CIFAR-10 not found: expected the python batches in {folder.resolve()}. Point dataset.data_dir=... or "
-            "ADVX_DATA_DIR at the folder that holds cifar-10-batches-py/, or set dataset.download=true when online."
+            f"{name} not found: expected {missing} in {folder.resolve()}. Point dataset.data_dir=... or "
+            f"ADVX_DATA_DIR at the folder that holds {layout}, or set dataset.download=true when online."
         )
     try:
-        splits = [CIFAR10(str(root), train=train, download=download) for train in (True, False)]
+        return [dataset_class(str(root), train=train, download=download) for train in (True, False)]
     except (RuntimeError, OSError, ValueError) as error:
-        raise DataError(f"cannot read CIFAR-10 from {folder.resolve()}: {error}") from None
-    return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
+        raise DataError(f"cannot read {name} from {folder.resolve()}: {error}") from None
 
 
 def synthetic(shape: str, num_classes: int, train_size: int, test_size: int):

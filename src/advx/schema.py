@@ -303,7 +303,7 @@ class Goodfellow2015Scale:
     val_size: int = 0  # > 0 with patience: the paper's early stopping on a validation split
     patience: int = 0
     maxout_epochs: int = 30
-    maxout_schedule: str = "constant"  # constant (the issue's 30-epoch recipe) | linear (pylearn2's decay to 0.05x)
+    maxout_schedule: str = "linear"  # linear: pylearn2's lr decay to 0.05x, compressed to the run | constant
     adv_epochs: int = 20
     control_epochs: int = 10  # sign / uniform noise, sigmoid-output maxout, ensemble members
     softmax_epochs: int = 10
@@ -319,6 +319,9 @@ class Goodfellow2015Scale:
     cifar_synthetic: bool = False  # run the CIFAR arm on synthetic CIFAR-shaped data (tests)
     cifar_channels: list[int] = field(default_factory=lambda: [96, 192, 192])
     cifar_fc_units: int = 500
+
+    def __post_init__(self) -> None:
+        _check_choice("maxout_schedule", self.maxout_schedule, ("linear", "constant"))
 
 
 @dataclass

@@ -32,9 +32,12 @@ LINEAR_SGD = ["optim=sgd", "optim.lr=0.1", "optim.momentum=0.5", "train.batch_si
 def deviations(scale_name: str, scale: Goodfellow2015Scale) -> list[tuple[str, str, str]]:
     """Every choice the paper does not state, or that this scale changes, with the reason."""
     rows = [
-        ("training length", f"maxout {scale.maxout_epochs} epochs ({scale.maxout_schedule} lr), adversarial "
-         f"{scale.adv_epochs}, controls/ensemble/sigmoid {scale.control_epochs}",
+        ("training length", f"maxout {scale.maxout_epochs} epochs, adversarial training {scale.adv_epochs}, "
+         f"controls/ensemble/sigmoid {scale.control_epochs}",
          "the paper early-stops after 100 epochs without validation improvement; scale=cpu must fit 30 min"),
+        ("schedule", "lr 0.1 decaying linearly to 0.005, momentum 0.5 rising to 0.7, both over each run's length"
+         if scale.maxout_schedule == "linear" else "constant lr 0.1, momentum 0.5 rising to 0.7 over the run",
+         "pylearn2's recipe ramps both over 250 epochs; a shorter run compresses the ramps"),
         ("validation split", f"{scale.val_size} examples, patience {scale.patience}" if scale.val_size else
          "none: train on all 60k, report the last epoch", "the recipe's early stopping needs hundreds of epochs"),
         ("retraining on all 60k after early stopping", "not done", "one training per model keeps stages simple"),
