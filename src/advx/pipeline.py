@@ -43,6 +43,7 @@ class Stages:
         self.common = common  # overrides every stage gets (runtime settings)
         self.reused: list[str] = []
         self.ran: list[str] = []
+        self.compute_seconds = 0.0  # the time every stage took when it ran, reused ones included
 
     def _prepare(self, command: str, name: str, overrides: list[str]) -> tuple[Any, Path, str, bool]:
         cfg = compose_config(command, [*self.common, *overrides])
@@ -64,6 +65,7 @@ class Stages:
         log.info("stage %s: %s", name, "reused" if done else f"training in {out}")
         if not done:
             run_training(typed, out, resolved)
+        self.compute_seconds += json.loads((out / "metrics.json").read_text()).get("train_seconds", 0.0)
         return out
 
     def attack(self, name: str, overrides: list[str]) -> dict:
@@ -74,7 +76,9 @@ class Stages:
         log.info("stage %s: %s", name, "reused" if done else f"attacking in {out}")
         if not done:
             run_attack(typed, out, resolved, show=False)
-        return json.loads((out / "metrics.json").read_text())
+        metrics = json.loads((out / "metrics.json").read_text())
+        self.compute_seconds += metrics.get("wall_seconds", 0.0)
+        return metrics
 
 
 @dataclass
@@ -157,6 +161,11 @@ def _fmt(value: float | None, std: float | None = None) -> str:
     return f"{text} ± {std:.2g}" if std is not None else text
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|")
+
+
 def write_report(out: Path, meta: dict, claims: list[Claim], *, scale: str, seeds: list[int], device: str,
                  wall_seconds: float, deviations: list[tuple[str, str, str]], figures: list[str],
                  environment: dict | None = None, stages: Stages | None = None) -> dict:
@@ -164,6 +173,7 @@ def write_report(out: Path, meta: dict, claims: list[Claim], *, scale: str, seed
     document = {
         "paper": meta["paper"], "title": meta.get("title", ""), "scale": scale, "seeds": seeds, "device": device,
         "wall_seconds": round(wall_seconds, 1),
+        **({"stage_compute_seconds": round(stages.compute_seconds, 1)} if stages is not None else {}),
         "claims": [{"id": c.id, "description": c.description, "source": c.source, "paper": c.paper,
                     "measured": c.measured, **({"std": c.std, "runs": c.runs} if c.runs else {}),
                     "criterion": c.criterion, "reason": c.reason, "status": c.status, "note": c.note}
@@ -180,19 +190,22 @@ def write_report(out: Path, meta: dict, claims: list[Claim], *, scale: str, seed
         "| claim | source | paper | ours | criterion | status | note |", "|---|---|---|---|---|---|---|",
     ]
     for c in claims:
-        lines.append(f"| {c.description} (`{c.id}`) | {c.source} | {_fmt(c.paper)} | {_fmt(c.measured, c.std)} | "
-                     f"{c.criterion} | **{c.status}** | {c.note} |")
+        ours = _fmt(c.measured, c.std)
+        lines.append(f"| {_cell(c.description)} (`{c.id}`) | {c.source} | {_fmt(c.paper)} | {ours} | {c.criterion} | "
+                     f"**{c.status}** | {_cell(c.note)} |")
     lines += ["", "Criteria were fixed before measuring; each one's reason is in "
               f"`experiments/{meta['paper']}/paper.yaml` and in report.json.", ""]
     if deviations:
         lines += ["## Deviations from the paper", "", "| choice | ours | why |", "|---|---|---|"]
-        lines += [f"| {a} | {b} | {c} |" for a, b, c in deviations]
+        lines += [f"| {_cell(a)} | {_cell(b)} | {_cell(c)} |" for a, b, c in deviations]
         lines.append("")
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     if stages is not None:
         lines += ["## Stages", "", f"Ran: {', '.join(stages.ran) or 'none'}. "
-                  f"Reused from earlier runs: {', '.join(stages.reused) or 'none'}.", ""]
+                  f"Reused from earlier runs: {', '.join(stages.reused) or 'none'}. The stages hold "
+                  f"{stages.compute_seconds / 60:.1f} min of training and attacks (when they ran); this invocation "
+                  f"took {wall_seconds / 60:.1f} min.", ""]
     if environment:
         lines += ["## Environment", "", "```", json.dumps(environment, indent=1, default=str), "```", ""]
     write_text(out / "report.md", "\n".join(lines))

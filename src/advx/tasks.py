@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ def attack_task(cfg: DictConfig) -> dict:
 def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: bool = True) -> dict:
     """Clean and adversarial metrics of a trained model for every eps (crafted on `source` for transfer);
     `show` prints the table of results."""
+    started = time.perf_counter()
     runtime = start_run(typed, out, resolved_yaml)
     seed_everything(typed.seed)
     run = Path(typed.run)
@@ -176,7 +178,8 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: boo
     with Bars(typed.runtime.progress) as bars:
         rows = evaluate_attacks(model, split, typed.attack, runtime, bars, source=source)
     metrics = {"clean_error": rows[0]["clean_error"], **flat_attack_metrics(rows, typed.attack.name),
-               "attacks": rows, "run": str(run), "source": typed.source}
+               "attacks": rows, "run": str(run), "source": typed.source,
+               "wall_seconds": round(time.perf_counter() - started, 2)}
     write_json(out / "metrics.json", metrics)
     write_csv(out / "attack.csv", rows)
     if show:
