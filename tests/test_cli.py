@@ -22,8 +22,9 @@ def test_version(advx):
 def test_help_lists_config_groups_and_options(advx):
     result = advx("train", "--help")
     assert result.exit_code == 0
-    assert "model: cnn, conv_maxout, logistic, maxout, rbf, resnet18, softmax" in result.output
-    assert "regime: fgsm_adv, noise, pgd_adv, standard" in result.output
+    text = " ".join(result.output.split())  # the help is wrapped to the terminal's width
+    assert "model: cnn, conv_maxout, logistic, maxout, quadratic, rbf, relu_mlp, resnet18, softmax" in text
+    assert "regime: fgsm_adv, noise, pgd_adv, standard" in text
 
 
 def test_train_writes_a_self_describing_run_dir(trained_softmax):

@@ -14,7 +14,8 @@ from advx.models import build_model, per_example_loss, probabilities
 def test_every_model_maps_inputs_to_logits(option):
     cfg = compose_job("train", [f"model={option}"]).model
     hparams = {k: v for k, v in vars(cfg).items() if k != "name"}
-    shape, classes = ((3, 32, 32), 10) if option == "resnet18" else ((1, 28, 28), 2 if option == "logistic" else 10)
+    two_class = option in ("logistic", "quadratic")
+    shape, classes = ((3, 32, 32), 10) if option == "resnet18" else ((1, 28, 28), 2 if two_class else 10)
     model = build_model(cfg.name, shape, classes, [0.5] * shape[0], [0.25] * shape[0], **hparams).eval()
     x = torch.rand(3, *shape)
     logits = model(x)

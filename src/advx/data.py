@@ -50,9 +50,31 @@ class Split:
 
 
 @dataclass
+class SphereStream:
+    """Training data drawn fresh for every batch (Gilmer et al. 2018): points uniform on the unit sphere (class
+    0) or the sphere of radius `radius_outer` (class 1) in R^dim. One pass ("epoch") is `samples` points."""
+
+    dim: int
+    radius_outer: float
+    samples: int
+    device: torch.device
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from advx.spheres import sample_spheres
+
+        for start in range(0, self.samples, batch_size):
+            yield sample_spheres(min(batch_size, self.samples - start), self.dim, self.radius_outer, generator,
+                                 self.device)
+
+
+@dataclass
 class Dataset:
     name: str
-    train: Split
+    train: Split | SphereStream
     val: Split | None
     test: Split
     num_classes: int
@@ -60,12 +82,14 @@ class Dataset:
     std: list[float]
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.test.images.shape[1:])
 
 
 def load_dataset(cfg, device: torch.device) -> Dataset:
     """Load the dataset described by a `DatasetConfig` onto `device`, with its subsets and splits applied."""
+    if cfg.name == "spheres":
+        return _spheres(cfg, device)
     if cfg.name == "mnist":
         (train_x, train_y), (test_x, test_y) = _read_mnist(Path(cfg.data_dir), cfg.download)
         num_classes = 10
@@ -101,6 +125,17 @@ def load_dataset(cfg, device: torch.device) -> Dataset:
         mean=pixels.mean(dim=dims).tolist(),
         std=pixels.std(dim=dims).clamp_min(1e-3).tolist(),
     )
+
+
+def _spheres(cfg, device: torch.device) -> Dataset:
+    """Fresh training samples every batch; fixed held-out sets (seeded apart from training) for val and test."""
+    from advx.spheres import sample_spheres
+
+    generator = torch.Generator().manual_seed(SYNTHETIC_SEED)
+    test = Split(*sample_spheres(cfg.test_size or 10000, cfg.dim, cfg.radius_outer, generator, device))
+    val = Split(*sample_spheres(cfg.val_size, cfg.dim, cfg.radius_outer, generator, device)) if cfg.val_size else None
+    stream = SphereStream(cfg.dim, cfg.radius_outer, cfg.train_size or 100_000, device)
+    return Dataset("spheres", stream, val, test, 2, mean=[0.0], std=[1.0])
 
 
 def _keep_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int]):

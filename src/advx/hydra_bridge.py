@@ -31,6 +31,7 @@ from advx.schema import (
     AttackConfig,
     AttackTaskConfig,
     DatasetConfig,
+    Gilmer2018Config,
     Goodfellow2015Config,
     OptimConfig,
     RegimeConfig,
@@ -57,6 +58,7 @@ def register_schemas() -> None:
     store.store(name="attack_schema", node=AttackTaskConfig)
     store.store(name="reproduce_schema", node=ReproduceTaskConfig)
     store.store(group="schema/paper", name="goodfellow2015", node=Goodfellow2015Config)
+    store.store(group="schema/paper", name="gilmer2018", node=Gilmer2018Config)
     for group, schema in (("dataset", DatasetConfig), ("optim", OptimConfig), ("attack", AttackConfig),
                           ("regime", RegimeConfig), ("runtime", RuntimeConfig)):
         store.store(group=f"schema/{group}", name="base", node=schema)

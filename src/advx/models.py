@@ -255,6 +255,23 @@ def build_resnet(shape, num_classes, mean, std, normalize=True, output="softmax"
     return Classifier(nn.Sequential(*layers), nn.Linear(in_planes, num_classes), output)
 
 
+def build_relu_mlp(shape, num_classes, mean, std, normalize=False, output="softmax", width=1000, depth=2):
+    """Gilmer et al. 2018's ReLU network: `depth` hidden layers of `width` units with batch norm. [B, d] -> [B, C]."""
+    from advx.spheres import relu_mlp
+
+    net = relu_mlp(math.prod(shape), width, depth, num_classes)
+    return Classifier(nn.Sequential(nn.Flatten(), *net[:-1]), net[-1], output)
+
+
+def build_quadratic(shape, num_classes, mean, std, normalize=False, output="softmax", hidden=None):
+    """Gilmer et al. 2018's quadratic network (an ellipsoid decision boundary); two classes. [B, d] -> [B, 2]."""
+    from advx.spheres import QuadraticNet
+
+    if num_classes != 2:
+        raise ConfigError(f"model=quadratic is a two-class model (dataset=spheres), got {num_classes} classes")
+    return Classifier(nn.Flatten(), QuadraticNet(math.prod(shape), hidden), output)
+
+
 MODELS = {
     "softmax": build_softmax,
     "logistic": build_logistic,
@@ -262,6 +279,8 @@ MODELS = {
     "rbf": build_rbf,
     "cnn": build_cnn,
     "conv_maxout": build_conv_maxout,
+    "relu_mlp": build_relu_mlp,
+    "quadratic": build_quadratic,
     "resnet": build_resnet,
 }
 

@@ -43,9 +43,12 @@ class DatasetConfig:
     shape: str = "mnist"  # synthetic only: mnist (1x28x28) | cifar (3x32x32)
     num_classes: int = 10  # synthetic only
     preprocess: str = "none"  # none (pixels in [0,1]) | gcn_zca (Goodfellow 2015's CIFAR-10 space; use clip=false)
+    dim: int = 500  # spheres only: the dimension d
+    radius_outer: float = 1.3  # spheres only: the outer radius R (the inner one is 1)
 
     def __post_init__(self) -> None:
-        _check_choice("dataset.name", self.name, ("mnist", "cifar10", "synthetic"))
+        _check_choice("dataset.name", self.name, ("mnist", "cifar10", "synthetic", "spheres"))
+        _check(self.dim >= 2 and self.radius_outer > 1, "dataset.dim must be >= 2 and dataset.radius_outer > 1")
         _check_choice("dataset.shape", self.shape, ("mnist", "cifar"))
         _check_choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
         _check(self.val_size >= 0, f"dataset.val_size must be >= 0, got {self.val_size}")
@@ -128,6 +131,17 @@ class ConvMaxoutModelConfig(ModelConfig):
         super().__post_init__()
         _check(len(self.channels) == len(self.kernels), "model.channels and model.kernels need the same length")
         _check(0 <= self.dropout < 1, f"model.dropout is a drop probability in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class ReluMlpModelConfig(ModelConfig):
+    width: int = 1000
+    depth: int = 2
+
+
+@dataclass
+class QuadraticModelConfig(ModelConfig):
+    hidden: int | None = None  # None: as many hidden units as input dimensions
 
 
 @dataclass
@@ -288,6 +302,8 @@ MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "rbf": RbfModelConfig,
     "cnn": CnnModelConfig,
     "conv_maxout": ConvMaxoutModelConfig,
+    "relu_mlp": ReluMlpModelConfig,
+    "quadratic": QuadraticModelConfig,
     "resnet": ResNetModelConfig,
 }
 
@@ -332,6 +348,32 @@ class Goodfellow2015Config:
     eps_grid: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
     l1: float = 0.0025
     scales: dict[str, Goodfellow2015Scale] = field(default_factory=dict)
+
+
+@dataclass
+class Gilmer2018Scale:
+    """Sizes of one scale of the gilmer2018 pipeline."""
+
+    dims: list[int] = field(default_factory=lambda: [50, 100, 200, 500])
+    budgets: list[int] = field(default_factory=lambda: [1, 2, 4])  # epochs of fresh samples; one stage each
+    samples_per_epoch: int = 100_000
+    batch_size: int = 50
+    lr: float = 1e-4  # Adam, as in public reproductions
+    relu_width: int = 1000
+    relu_depth: int = 2
+    error_samples: int = 1_000_000  # Monte Carlo points per sphere for the error rate
+    search_points: int = 1000  # points whose nearest error is searched (d(E) is their mean)
+    search_steps: int = 400
+    search_step: float = 0.01  # chord length of a step, as a fraction of the radius
+    restarts: int = 2
+    calibration_mus: list[float] = field(default_factory=lambda: [0.01, 0.001])
+
+
+@dataclass
+class Gilmer2018Config:
+    name: str = "gilmer2018"
+    radius_outer: float = 1.3
+    scales: dict[str, Gilmer2018Scale] = field(default_factory=dict)
 
 
 @dataclass
