@@ -1,0 +1,121 @@
+"""Adversarial spheres: the cap bound against independent computations, the search's calibration on a cap, the
+quadratic network's analytics, and the gilmer2018 pipeline at scale=smoke."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from scipy import integrate, optimize
+
+from advx.spheres import (
+    CapClassifier,
+    ErrorRate,
+    QuadraticNet,
+    cap_angle,
+    cap_bound,
+    cap_bound_normal,
+    nearest_errors,
+    sample_sphere,
+    sphere_error_rate,
+)
+from conftest import metrics
+
+
+def cap_bound_by_angle(mu: float, dim: int) -> float:
+    """An independent d_cap: integrate over the polar angle with the surface density sin^(d-2)(theta)."""
+    def density(theta):
+        return math.exp((dim - 2) * math.log(max(math.sin(theta), 1e-300)))
+
+    total = integrate.quad(density, 0, math.pi, limit=400, epsabs=0, epsrel=1e-12)[0]
+    theta_c = optimize.brentq(lambda t: integrate.quad(density, 0, t, limit=400, epsabs=0, epsrel=1e-12)[0]
+                              / total - mu, 0, math.pi, xtol=1e-14)
+    def distance(theta):
+        return 2 * math.sin((theta - theta_c) / 2) * density(theta)
+
+    return integrate.quad(distance, theta_c, math.pi, limit=400, epsabs=0, epsrel=1e-12)[0] / total
+
+
+@pytest.mark.parametrize("dim", [3, 10, 100, 500])
+@pytest.mark.parametrize("mu", [0.3, 0.01, 1e-4])
+def test_cap_bound_agrees_with_an_independent_integral(dim, mu):
+    assert cap_bound(mu, dim) == pytest.approx(cap_bound_by_angle(mu, dim), rel=1e-4)
+
+
+@pytest.mark.parametrize("mu", [0.5, 0.1, 0.01])
+def test_cap_bound_on_the_circle_has_a_closed_form(mu):
+    """d = 2: the angle is uniform on [0, pi], theta_c = pi mu, d_cap = (4/pi)(1 - cos((pi - theta_c)/2))."""
+    theta_c = math.pi * mu
+    assert cap_angle(mu, 2) == pytest.approx(theta_c, rel=1e-9)
+    assert cap_bound(mu, 2) == pytest.approx(4 / math.pi * (1 - math.cos((math.pi - theta_c) / 2)), rel=1e-6)
+
+
+def test_normal_approximation_is_the_large_d_limit():
+    for mu in (0.3, 0.01, 1e-4):
+        assert cap_bound_normal(mu, 20000) == pytest.approx(cap_bound(mu, 20000), rel=5e-3)
+    assert cap_bound(0.5, 5000) * math.sqrt(5000) == pytest.approx(1 / math.sqrt(2 * math.pi), rel=2e-3)
+    assert cap_bound(1e-4, 10) != pytest.approx(cap_bound_normal(1e-4, 10), rel=0.05)  # far off at small d
+
+
+@pytest.mark.parametrize(("dim", "mu"), [(100, 0.01), (500, 0.001)])
+def test_the_search_recovers_the_distance_to_a_cap(dim, mu):
+    """Calibration: errors are exactly a cap, so the search must find d_cap(mu) (within 2%), point by point."""
+    x = sample_sphere(4000, dim, generator=torch.Generator().manual_seed(1))
+    found = nearest_errors(CapClassifier(mu, dim), x, 0, step=0.01, steps=400, restarts=1)
+    theta = torch.acos(x[:, 0].double().clamp(-1, 1))
+    theta_c = cap_angle(mu, dim)
+    exact = torch.where(theta > theta_c, 2 * torch.sin((theta - theta_c) / 2), torch.zeros_like(theta))
+    assert (found.double() - exact).abs().max() < 1e-4
+    assert float(found.mean()) == pytest.approx(cap_bound(mu, dim), rel=0.02)
+
+
+def quadratic_with_spectrum(eigenvalues: torch.Tensor) -> QuadraticNet:
+    net = QuadraticNet(len(eigenvalues))
+    with torch.no_grad():
+        net.w.copy_(torch.eye(len(eigenvalues)))
+        net.alpha.copy_(eigenvalues)
+    return net
+
+
+def test_quadratic_net_analytics():
+    dim = 200
+    perfect = quadratic_with_spectrum(torch.linspace(0.65, 0.95, dim))
+    assert perfect.is_perfect()
+    assert sphere_error_rate(perfect, dim, 1.0, 0, 50000).errors == 0
+    assert sphere_error_rate(perfect, dim, 1.3, 1, 50000).errors == 0
+    flawed = quadratic_with_spectrum(torch.linspace(0.9, 1.08, dim))
+    assert not flawed.is_perfect()
+    assert torch.allclose(flawed.eigenvalues().float(), torch.linspace(0.9, 1.08, dim), atol=1e-5)
+    analytic_inner, _ = flawed.analytic_error_rates()
+    sampled = sphere_error_rate(flawed, dim, 1.0, 0, 200000, seed=3)
+    # about 3% errors, where the normal approximation is good (it degrades in the tails, at small d)
+    assert sampled.errors > 2000 and analytic_inner == pytest.approx(sampled.rate, rel=0.15)
+
+
+def test_error_rate_interval():
+    assert ErrorRate(0, 1_000_000).upper == pytest.approx(3.0e-6, rel=0.01)  # the rule of three
+    interval = ErrorRate(50, 10000)
+    assert interval.lower < 0.005 < interval.upper
+
+
+def test_spheres_train_through_the_cli(advx, workdir):
+    run_dir = workdir / "quadratic"
+    result = advx("train", "dataset=spheres", "dataset.dim=20", "dataset.train_size=20000", "model=quadratic",
+                  "optim=adam", "optim.lr=0.01", "train.epochs=3", "runtime=cpu", f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    assert metrics(run_dir)["test_error"] < 0.05
+
+
+def test_gilmer2018_smoke_pipeline(advx, workdir):
+    out = workdir / "spheres"
+    result = advx("reproduce", "gilmer2018", "scale=smoke", "runtime=cpu", f"hydra.run.dir={out}")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    claims = {c["id"]: c for c in report["claims"]}
+    assert claims["calibration_max_gap"]["status"] == "reproduced"
+    assert claims["bound_max_ratio"]["measured"] is not None
+    for figure in ("distance_vs_error_rate.png", "collapse.png"):
+        assert (out / figure).stat().st_size > 1000
+    assert len((out / "points.csv").read_text().splitlines()) == 1 + 2 * 2 * 2  # header + dims x models x budgets
