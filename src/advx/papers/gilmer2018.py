@@ -177,7 +177,7 @@ def _plot_bound(points: list[dict], dims: list[int], out: Path) -> str:
         for kind, marker in (("relu", "o"), ("quadratic", "s")):
             chosen = [p for p in points if p["dim"] == dim and p["model"] == kind and p["errors"]]
             ax.scatter([p["mu_for_bound"] for p in chosen], [p["d_E"] for p in chosen], color=colour, marker=marker,
-                       s=22, label=f"{kind}, d={dim}" if i == 0 else None)
+                       s=22, label=f"{kind} nets (colour: d)" if i == 0 else None)
     ax.set_xscale("log")
     ax.set_xlabel("mu: error rate on the inner sphere (Monte Carlo)")
     ax.set_ylabel("d(E): mean distance to the nearest error")
