@@ -18,6 +18,7 @@ import torch
 from scipy import stats
 
 from advx.pipeline import Measurement, Stages
+from advx.plots import figure, save
 from advx.runs import load_model
 from advx.schema import Gilmer2018Config, Gilmer2018Scale
 from advx.spheres import (
@@ -162,14 +163,10 @@ def _write_points(points: list[dict], out: Path) -> None:
 
 
 def _plot_bound(points: list[dict], dims: list[int], out: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.6, 4.6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = figure((6.6, 4.6))
+    colours = [f"C{i}" for i in range(10)]  # matplotlib's default colour cycle
     mus = np.logspace(-8, -0.4, 80)
     for i, dim in enumerate(dims):
         colour = colours[i % len(colours)]
@@ -184,21 +181,13 @@ def _plot_bound(points: list[dict], dims: list[int], out: Path) -> str:
     ax.set_title("Nearest-error distance vs error rate (Gilmer et al. 2018)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    name = "distance_vs_error_rate.png"
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
-    return name
+    return save(fig, out, "distance_vs_error_rate.png")
 
 
 def _plot_collapse(points: list[dict], out: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = figure((6.4, 4.4))
     a = np.linspace(-1, 6, 200)
     ax.plot(a, a * stats.norm.cdf(a) + stats.norm.pdf(a), color="black", lw=1.2, label="a Phi(a) + phi(a)")
     for dim in sorted({p["dim"] for p in points}):
@@ -210,8 +199,4 @@ def _plot_collapse(points: list[dict], out: Path) -> str:
     ax.set_title("Collapse of every dimension onto the normal approximation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = "collapse.png"
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
-    return name
+    return save(fig, out, "collapse.png")

@@ -19,6 +19,7 @@ from advx.attacks import fgsm
 from advx.data import load_dataset
 from advx.models import probabilities
 from advx.pipeline import Measurement, Stages
+from advx.plots import figure, save
 from advx.runs import load_model
 from advx.schema import Goodfellow2015Config, Goodfellow2015Scale
 
@@ -303,15 +304,10 @@ def _closed_form(run_dir: Path, eps: float, device: torch.device) -> dict[str, M
 
 
 def _plot_error_vs_eps(curves: dict[str, list[dict]], out: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = {"softmax": "softmax", "maxout": "maxout", "adv": "maxout, adv. trained", "sign": "maxout, sign noise",
               "uniform": "maxout, uniform noise", "rbf": "RBF", "sigmoid": "maxout, sigmoid outputs",
               "logistic": "logistic 3 vs 7", "large": "maxout 1600", "large_adv": "maxout 1600, adv. trained"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = figure((6.4, 4.4))
     for name, rows in curves.items():
         eps, errors = [r["eps"] for r in rows], [r["adv_error"] for r in rows]
         ax.plot(eps, errors, marker="o", ms=3, label=labels.get(name, name))
@@ -321,20 +317,11 @@ def _plot_error_vs_eps(curves: dict[str, list[dict]], out: Path) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("FGSM error vs eps (Goodfellow et al. 2015)")
-    fig.tight_layout()
-    name = "error_vs_eps.png"
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
-    return name
+    return save(fig, out, "error_vs_eps.png")
 
 
 def _plot_logit_trace(run_dir: Path, out: Path, device: torch.device) -> str:
     """Figure 4: the logits of a naive maxout net for one test digit along the FGSM direction, eps in [-10, 10]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     model, _ = load_model(run_dir, device)
     test = _test_set(run_dir, device)
     x, y = test.batch(torch.arange(min(len(test), 100), device=device))
@@ -344,7 +331,7 @@ def _plot_logit_trace(run_dir: Path, out: Path, device: torch.device) -> str:
     eps = torch.linspace(-10, 10, 401, device=device)
     with torch.no_grad():
         logits = torch.cat([model(x0 + e * direction) for e in eps]).float().cpu()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = figure((6.4, 4.4))
     for c in range(logits.shape[1]):
         true = c == int(y0)
         ax.plot(eps.cpu(), logits[:, c], lw=2.0 if true else 1.0, label=f"{c} (true)" if true else f"{c}")
@@ -353,8 +340,4 @@ def _plot_logit_trace(run_dir: Path, out: Path, device: torch.device) -> str:
     ax.set_title("Maxout logits along the FGSM direction (cf. Figure 4)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    name = "logit_trace.png"
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
-    return name
+    return save(fig, out, "logit_trace.png")

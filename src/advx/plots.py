@@ -1,0 +1,25 @@
+"""Figures for reports: matplotlib on the file-only Agg backend, one size and resolution for every PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def figure(size: tuple[float, float] = (6.4, 4.4)):
+    """A new (fig, ax) pair drawn off-screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
+
+
+def save(fig, out: Path, name: str) -> str:
+    """Write `fig` to out/name as a PNG, close it, and return the file name (for the report)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    return name
