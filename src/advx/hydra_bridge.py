@@ -28,11 +28,10 @@ from omegaconf.errors import OmegaConfBaseException
 from advx.errors import ConfigError
 from advx.schema import (
     MODEL_SCHEMAS,
+    PAPER_SCHEMAS,
     AttackConfig,
     AttackTaskConfig,
     DatasetConfig,
-    Gilmer2018Config,
-    Goodfellow2015Config,
     OptimConfig,
     RegimeConfig,
     ReproduceTaskConfig,
@@ -50,15 +49,14 @@ HYDRA_FLAGS = {
 MAX_VALIDATED_JOBS = 256  # composing one job takes ~20 ms; beyond this, only the first jobs are checked
 
 
-
 def register_schemas() -> None:
     """Store the schemas where the YAML files in conf/ extend them (`/schema/<group>/<name>@_here_`)."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainTaskConfig)
     store.store(name="attack_schema", node=AttackTaskConfig)
     store.store(name="reproduce_schema", node=ReproduceTaskConfig)
-    store.store(group="schema/paper", name="goodfellow2015", node=Goodfellow2015Config)
-    store.store(group="schema/paper", name="gilmer2018", node=Gilmer2018Config)
+    for name, schema in PAPER_SCHEMAS.items():
+        store.store(group="schema/paper", name=name, node=schema)
     for group, schema in (("dataset", DatasetConfig), ("optim", OptimConfig), ("attack", AttackConfig),
                           ("regime", RegimeConfig), ("runtime", RuntimeConfig)):
         store.store(group=f"schema/{group}", name="base", node=schema)

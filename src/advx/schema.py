@@ -376,6 +376,9 @@ class Gilmer2018Config:
     scales: dict[str, Gilmer2018Scale] = field(default_factory=dict)
 
 
+PAPER_SCHEMAS: dict[str, type] = {"goodfellow2015": Goodfellow2015Config, "gilmer2018": Gilmer2018Config}
+
+
 @dataclass
 class ReproduceTaskConfig:
     paper: Any = MISSING  # the paper's own schema (Goodfellow2015Config, ...)
