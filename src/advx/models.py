@@ -51,11 +51,13 @@ class Classifier(nn.Module):
 
     @torch.no_grad()
     def constrain(self) -> None:
-        """Rescale each unit's (or filter's) incoming weights to norm <= max_col_norm (pylearn2's max_col_norm)."""
+        """Rescale each unit's (or filter's) incoming weights to norm <= max_col_norm (pylearn2's max_col_norm).
+        Called after every optimiser step, so the weights it touches are listed once."""
         if self.max_col_norm > 0:
-            for module in self.modules():
-                if isinstance(module, nn.Linear | nn.Conv2d):
-                    module.weight.copy_(torch.renorm(module.weight, p=2, dim=0, maxnorm=self.max_col_norm))
+            if not hasattr(self, "_constrained_weights"):
+                self._constrained_weights = [m.weight for m in self.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+            for weight in self._constrained_weights:
+                weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=self.max_col_norm))
 
     def first_weight(self) -> torch.Tensor:
         """The first layer's weight (for Goodfellow's L1 weight-decay observation)."""
