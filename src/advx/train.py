@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from advx.attacks import fgsm, pgd, sign_noise, uniform_noise
-from advx.data import Dataset, Split
+from advx.attacks import Attack, fgsm, pgd, sign_noise, uniform_noise
+from advx.data import Dataset
 from advx.errors import CheckpointError
-from advx.evaluate import error_rate
+from advx.evaluate import attack_metrics, error_rate
 from advx.models import Classifier, per_example_loss
 from advx.progress import Bars
 from advx.runs import save_torch
@@ -84,19 +84,6 @@ def regime_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime
     loss = regime.alpha * per_example_loss(clean, y, output).mean()
     loss = loss + (1 - regime.alpha) * per_example_loss(other, y, output).mean()
     return loss, clean
-
-
-def adversarial_error(model: torch.nn.Module, split: Split, regime: RegimeConfig, runtime: Runtime,
-                      batch_size: int) -> float:
-    """Error on FGSM examples of the regime's eps (Goodfellow's early-stopping criterion for adv. training)."""
-    model.eval()
-    wrong = torch.zeros((), device=split.labels.device)
-    for x, y in split.batches(batch_size):
-        with runtime.autocast():
-            x_adv = fgsm(model, x, y, eps=regime.eps, clip=regime.clip)
-            with torch.no_grad():
-                wrong += (model(x_adv).argmax(1) != y).sum()
-    return wrong.item() / max(len(split), 1)
 
 
 class TrainState:
@@ -191,7 +178,10 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
         if data.val is not None:
             row["val_error"] = error_rate(net, data.val, runtime, loop.eval_batch_size)
             if loop.early_stop_on == "val_adv_error":
-                row["val_adv_error"] = adversarial_error(net, data.val, regime, runtime, loop.eval_batch_size)
+                # Goodfellow's early-stopping criterion for adversarial training: FGSM error at the regime's eps
+                fgsm_at_eps = Attack(name="fgsm", eps=regime.eps, clip=regime.clip)
+                row["val_adv_error"] = attack_metrics(net, data.val, fgsm_at_eps, runtime,
+                                                      batch_size=loop.eval_batch_size)["adv_error"]
         row["test_error"] = error_rate(net, data.test, runtime, loop.eval_batch_size)
         row["seconds"] = time.perf_counter() - started
         state.history.append(row)
