@@ -2,6 +2,8 @@
 
     advx train [group=option] [key=value ...] [-m]     train a model (a sweep with -m)
     advx attack run=<run dir> [attack=...] [-m]        attack a trained model
+    advx construct <kind> source=<run dir>              derive D_R / D_NR / D_rand / D_det from a model
+    advx reproduce <paper> [scale=...] [-m]            re-run a paper's experiments and write its report
     advx config <train|attack> [overrides]             print the resolved config
     advx report <run or sweep dir>                     re-render the summary of finished runs
     advx bench                                         time advx's loops against bare PyTorch loops
@@ -57,7 +59,8 @@ def _raise(error: AdvxError) -> Callable[[], None]:
 def _run(config_name: str, args: list[str]) -> None:
     from advx import hydra_bridge, tasks
 
-    task = {"train": tasks.train_task, "attack": tasks.attack_task, "reproduce": tasks.reproduce_task}[config_name]
+    task = {"train": tasks.train_task, "attack": tasks.attack_task, "reproduce": tasks.reproduce_task,
+            "construct": tasks.construct_task}[config_name]
     _report_errors(lambda: hydra_bridge.run(config_name, task, args))
 
 
@@ -84,6 +87,28 @@ def attack(ctx: typer.Context) -> None:
     _run("attack", ctx.args)
 
 
+@app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(("construct", "runtime")))
+def construct(ctx: typer.Context, kind: str = typer.Argument(
+        None, help="robust, nonrobust, drand or ddet (omit with resume=DIR)")) -> None:
+    """Derive a dataset from a trained model (Ilyas et al. 2019): `advx construct robust source=outputs/train/<run>`.
+
+    robust / nonrobust invert the source's penultimate representation from a random other training image (a
+    robust source gives D_R, a standard one D_NR); drand / ddet relabel targeted L2 PGD examples with their
+    target (random, or y+1). Writes float images, labels and metadata (derived.json: source, parameters, final
+    representation distance or targeted success rate) to a run dir under outputs/construct/; train on it with
+    `advx train dataset=derived dataset.path=<dir>`. Work is saved in chunks: `resume=<dir>` continues a killed
+    construction. Knobs: construct.steps, construct.step_size, construct.eps, construct.num_examples, seed.
+    """
+    args = list(ctx.args)
+    if kind and "=" in kind:  # no kind given: the first override landed here
+        args.insert(0, kind)
+        kind = None
+    if kind is None and not any(a.startswith("resume=") for a in args):
+        _report_errors(_raise(AdvxError("name what to construct: advx construct robust|nonrobust|drand|ddet "
+                                        "source=<run dir> (or continue one with resume=<dir>)")))
+    _run("construct", [f"construct={kind}", *args] if kind else args)
+
+
 @app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(("paper", "runtime")))
 def reproduce(ctx: typer.Context, paper: str = typer.Argument(..., help="the paper, e.g. goodfellow2015")) -> None:
     """Re-run a paper: `advx reproduce goodfellow2015 scale=cpu`.
@@ -98,10 +123,12 @@ def reproduce(ctx: typer.Context, paper: str = typer.Argument(..., help="the pap
 
 
 @app.command(context_settings=PASS_THROUGH)
-def config(ctx: typer.Context, command: str = typer.Argument(..., help="train, attack or reproduce")) -> None:
+def config(ctx: typer.Context, command: str = typer.Argument(
+        ..., help="train, attack, construct or reproduce")) -> None:
     """Print the resolved config of COMMAND with the given overrides, without running anything."""
-    if command not in ("train", "attack", "reproduce"):
-        _report_errors(_raise(AdvxError(f"unknown command {command!r}; valid commands: train, attack, reproduce")))
+    commands = ("train", "attack", "construct", "reproduce")
+    if command not in commands:
+        _report_errors(_raise(AdvxError(f"unknown command {command!r}; valid commands: {', '.join(commands)}")))
     _run(command, ["--cfg", "job", "--resolve", *ctx.args])
 
 

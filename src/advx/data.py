@@ -3,6 +3,8 @@
 MNIST and CIFAR-10 are read once through torchvision from `data_dir` (the layout torchvision expects:
 `<data_dir>/MNIST/raw/*-ubyte`, `<data_dir>/cifar-10-batches-py/`), then kept in memory. Batches are drawn
 by `randperm` indices and converted to float in [0, 1] per batch; normalisation is the model's job.
+A derived dataset (Ilyas et al. 2019; `advx construct`) has float32 training images and borrows the clean
+test split of the dataset it was derived from.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def load_dataset(cfg, device: torch.device) -> Dataset:
     elif cfg.name == "cifar10":
         (train_x, train_y), (test_x, test_y) = _read_cifar10(Path(cfg.data_dir), cfg.download)
         num_classes = 10
+    elif cfg.name == "derived":
+        (train_x, train_y), (test_x, test_y), num_classes = _read_derived(cfg)
     else:
         (train_x, train_y), (test_x, test_y) = synthetic(cfg.shape, cfg.num_classes,
                                                          cfg.train_size or 512, cfg.test_size or 256)
@@ -136,6 +140,22 @@ def _spheres(cfg, device: torch.device) -> Dataset:
     val = Split(*sample_spheres(cfg.val_size, cfg.dim, cfg.radius_outer, generator, device)) if cfg.val_size else None
     stream = SphereStream(cfg.dim, cfg.radius_outer, cfg.train_size or 100_000, device)
     return Dataset("spheres", stream, val, test, 2, mean=[0.0], std=[1.0])
+
+
+def _read_derived(cfg):
+    """A derived dataset's training images and labels, with the clean test split of the dataset it came from."""
+    from advx.derived import read_derived
+    from advx.schema import DatasetConfig
+
+    images, labels, source = read_derived(Path(cfg.path))
+    base = dict(source) if source else {"name": cfg.base}
+    base.update(data_dir=cfg.data_dir, download=cfg.download, val_size=0)  # where the files are now
+    origin = load_dataset(DatasetConfig(**base), torch.device("cpu"))
+    if images.shape[1:] != origin.input_shape or int(labels.max()) >= origin.num_classes:
+        raise DataError(f"derived dataset {cfg.path} does not match {base['name']}'s test split: images "
+                        f"{tuple(images.shape[1:])} vs {origin.input_shape}, labels up to {int(labels.max())} "
+                        f"for {origin.num_classes} classes")
+    return (images, labels), (origin.test.images, origin.test.labels), origin.num_classes
 
 
 def _keep_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int]):
@@ -194,6 +214,24 @@ def synthetic(shape: str, num_classes: int, train_size: int, test_size: int):
         return (images * 255).round().to(torch.uint8), labels
 
     return draw(train_size), draw(test_size)
+
+
+def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Training augmentation of a batch x [B, C, H, W]: random shifts of up to `padding` pixels with zero fill
+    ("crop": pad-and-random-crop), and for "crop_flip" random horizontal flips too (the CIFAR-10 convention of
+    Ilyas et al. 2019); "none" returns x. The random draws come from `generator` (CPU), so resumes replay them."""
+    if mode == "none":
+        return x
+    b, _, h, w = x.shape
+    shifts = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
+    rows = torch.arange(h, device=x.device)[None] + shifts[0][:, None]  # [B, H] rows of the padded image
+    cols = torch.arange(w, device=x.device)[None] + shifts[1][:, None]  # [B, W]
+    if mode == "crop_flip":
+        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+    padded = torch.nn.functional.pad(x, (padding,) * 4).permute(0, 2, 3, 1)  # [B, H + 2p, W + 2p, C]
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def global_contrast_normalize(x: torch.Tensor, scale: float = 55.0, eps: float = 1e-8) -> torch.Tensor:

@@ -19,3 +19,9 @@ class DataError(AdvxError):
 
 class CheckpointError(AdvxError):
     """A run dir without a checkpoint, or a checkpoint that does not match its model."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -25,12 +25,14 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from advx.errors import ConfigError
+from advx.errors import ConfigError, first_line
 from advx.schema import (
     MODEL_SCHEMAS,
     PAPER_SCHEMAS,
     AttackConfig,
     AttackTaskConfig,
+    ConstructConfig,
+    ConstructTaskConfig,
     DatasetConfig,
     OptimConfig,
     RegimeConfig,
@@ -40,7 +42,8 @@ from advx.schema import (
 )
 
 CONF_DIR = Path(os.environ.get("ADVX_CONF_DIR", Path(__file__).resolve().parents[2] / "conf"))
-GROUPS = ("dataset", "model", "optim", "regime", "attack", "runtime", "experiment", "paper")
+GROUPS = ("dataset", "model", "optim", "regime", "attack", "runtime", "experiment", "paper", "construct")
+RESUMABLE = ("train", "construct")  # commands whose run dir can be continued with resume=<dir>
 # Hydra's own flags and whether each takes a value; they must precede the overrides.
 HYDRA_FLAGS = {
     "-m": False, "--multirun": False, "--resolve": False, "--hydra-help": False,
@@ -55,10 +58,11 @@ def register_schemas() -> None:
     store.store(name="train_schema", node=TrainTaskConfig)
     store.store(name="attack_schema", node=AttackTaskConfig)
     store.store(name="reproduce_schema", node=ReproduceTaskConfig)
+    store.store(name="construct_schema", node=ConstructTaskConfig)
     for name, schema in PAPER_SCHEMAS.items():
         store.store(group="schema/paper", name=name, node=schema)
     for group, schema in (("dataset", DatasetConfig), ("optim", OptimConfig), ("attack", AttackConfig),
-                          ("regime", RegimeConfig), ("runtime", RuntimeConfig)):
+                          ("regime", RegimeConfig), ("runtime", RuntimeConfig), ("construct", ConstructConfig)):
         store.store(group=f"schema/{group}", name="base", node=schema)
     for name, schema in MODEL_SCHEMAS.items():
         store.store(group="schema/model", name=name, node=schema)
@@ -98,7 +102,7 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as error:
-        raise ConfigError(f"cannot parse override: {_first_line(error)}") from None
+        raise ConfigError(f"cannot parse override: {first_line(error)}") from None
     axes: list[list[str]] = []
     for override in parsed:
         if override.is_sweep_override():
@@ -107,10 +111,6 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
         else:
             axes.append([override.input_line])
     return [list(job) for job in itertools.islice(itertools.product(*axes), MAX_VALIDATED_JOBS)]
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -124,7 +124,7 @@ def _check_group_choices(overrides: list[str]) -> None:
 
 
 def _explain_composition_error(config_name: str, overrides: list[str], error: Exception) -> str:
-    message = _first_line(error)
+    message = first_line(error)
     cause = error.__cause__
     if message.startswith("Could not override '"):
         key = message.split("'")[1]
@@ -133,9 +133,9 @@ def _explain_composition_error(config_name: str, overrides: list[str], error: Ex
         where = f"under '{parent}'" if parent else "at the top level"
         return f"unknown config key '{key}'; valid keys {where}: {', '.join(known)}"
     if message.startswith("Error merging override") and cause is not None:
-        return f"{message.removeprefix('Error merging override ')}: {_first_line(cause)}"
+        return f"{message.removeprefix('Error merging override ')}: {first_line(cause)}"
     if cause is not None and isinstance(cause, OmegaConfBaseException):
-        return f"{message}: {_first_line(cause)}"
+        return f"{message}: {first_line(cause)}"
     return message
 
 
@@ -173,7 +173,7 @@ def typed_config(cfg: DictConfig) -> Any:
         if "missing mandatory value" in str(error).lower():
             key = getattr(error, "full_key", None) or str(error).rsplit(":", 1)[-1].strip()
             raise ConfigError(f"missing a value for '{key}'; set it with {key}=...") from None
-        raise ConfigError(_first_line(error)) from None
+        raise ConfigError(first_line(error)) from None
 
 
 def resume_overrides(run_dir: str, extra: list[str]) -> list[str]:
@@ -189,7 +189,7 @@ def run(config_name: str, task: Callable[[Any], Any], args: list[str]) -> None:
     """Validate `args` for the `config_name` app and run `task` through `hydra.main` (single run or -m)."""
     flags, overrides = split_hydra_flags(args)
     resume = [o for o in overrides if o.startswith("resume=")]
-    if resume and config_name == "train":
+    if resume and config_name in RESUMABLE:
         overrides = resume_overrides(resume[-1].split("=", 1)[1], [o for o in overrides if o not in resume])
     for job in expand_sweep(overrides):
         compose_job(config_name, job)

@@ -1,6 +1,6 @@
 """Reproduce pipelines: cached stages, claims checked against the paper, and the report.
 
-A stage is a normal `advx train` or `advx attack` run, composed from the same configs as the CLI, in its own
+A stage is a normal `advx train`, `advx attack` or `advx construct` run, composed from the same configs as the CLI, in its own
 dir `<reproduce dir>/stages/<name>-<hash of its resolved config>`. A stage whose dir holds `metrics.json` is
 reused; one with a saved training state resumes; anything else runs. So a second invocation, or one after a
 kill, redoes only what is missing, and changing a knob reruns only the stages it touches.
@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from advx.errors import ConfigError
+from advx.errors import ConfigError, first_line
 from advx.hydra_bridge import compose_config, typed_config
 from advx.runs import write_json, write_text
 
@@ -66,6 +66,17 @@ class Stages:
         if not done:
             run_training(typed, out, resolved)
         self.compute_seconds += json.loads((out / "metrics.json").read_text()).get("train_seconds", 0.0)
+        return out
+
+    def construct(self, name: str, overrides: list[str]) -> Path:
+        """The run dir of a finished `advx construct` stage (a derived dataset)."""
+        from advx.tasks import run_construct
+
+        typed, out, resolved, done = self._prepare("construct", name, overrides)
+        log.info("stage %s: %s", name, "reused" if done else f"constructing in {out}")
+        if not done:
+            run_construct(typed, out, resolved)
+        self.compute_seconds += json.loads((out / "metrics.json").read_text()).get("wall_seconds", 0.0)
         return out
 
     def attack(self, name: str, overrides: list[str]) -> dict:
@@ -110,7 +121,7 @@ def load_claims(paper: str) -> tuple[dict, list[Claim]]:
     try:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as error:  # a YAML syntax error in a hand-edited file
-        raise ConfigError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"cannot read {path}: {first_line(error)}") from None
     claims = [Claim(**{k: c.get(k) for k in ("id", "description", "source", "paper", "criterion", "reason")})
               for c in data.pop("claims")]
     return data, claims

@@ -40,8 +40,8 @@ class Bars:
     def outer(self, description: str, total: int, completed: int = 0) -> int:
         return self._progress.add_task(description, total=total, completed=completed, info="")
 
-    def advance(self, task: int, info: str = "") -> None:
-        self._progress.update(task, advance=1, info=info)
+    def advance(self, task: int, info: str = "", by: int = 1) -> None:
+        self._progress.update(task, advance=by, info=info)
 
     def inner(self, items: Iterable[T], description: str, total: int) -> Iterator[T]:
         """Iterate `items` under a transient bar that disappears when the loop ends."""

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from advx.errors import CheckpointError
+from advx.errors import CheckpointError, first_line
 from advx.models import Classifier, build_model
 
 MODEL_FILE, SIDECAR_FILE, STATE_FILE = "model.pt", "model.json", "checkpoint/last.pt"
@@ -118,10 +118,10 @@ def load_model(run_dir: str | Path, device: torch.device) -> tuple[Classifier, d
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"unreadable checkpoint {weights}: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"unreadable checkpoint {weights}: {first_line(error)}") from None
     try:
         model.load_state_dict(state)
     except (RuntimeError, AttributeError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"checkpoint {weights} does not match its model {spec['model']}: {detail}") from None
+        raise CheckpointError(f"checkpoint {weights} does not match its model {spec['model']}: "
+                              f"{first_line(error)}") from None
     return model.to(device).eval(), spec

@@ -33,7 +33,7 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # mnist | cifar10 | synthetic (mnist_3v7 is mnist with classes=[3,7])
+    name: str = MISSING  # mnist | cifar10 | synthetic | spheres | derived (mnist_3v7 is mnist with classes=[3,7])
     data_dir: str = "${oc.env:ADVX_DATA_DIR,data}"  # where torchvision's folders live (MNIST/raw/...)
     download: bool = False  # these machines are offline; users online may set it
     classes: list[int] | None = None  # keep only these labels, renumbered 0..k-1 (3 vs 7: [3, 7])
@@ -45,9 +45,13 @@ class DatasetConfig:
     preprocess: str = "none"  # none (pixels in [0,1]) | gcn_zca (Goodfellow 2015's CIFAR-10 space; use clip=false)
     dim: int = 500  # spheres only: the dimension d
     radius_outer: float = 1.3  # spheres only: the outer radius R (the inner one is 1)
+    path: str | None = None  # derived only: an `advx construct` run dir, or a folder of released CIFAR_ims/CIFAR_lab
+    base: str = "cifar10"  # derived from released files only: whose test split to evaluate on (ours record theirs)
 
     def __post_init__(self) -> None:
-        _check_choice("dataset.name", self.name, ("mnist", "cifar10", "synthetic", "spheres"))
+        _check_choice("dataset.name", self.name, ("mnist", "cifar10", "synthetic", "spheres", "derived"))
+        _check(self.name != "derived" or bool(self.path), "dataset=derived needs dataset.path=<construct run dir>")
+        _check_choice("dataset.base", self.base, ("mnist", "cifar10", "synthetic"))
         _check(self.dim >= 2 and self.radius_outer > 1, "dataset.dim must be >= 2 and dataset.radius_outer > 1")
         _check_choice("dataset.shape", self.shape, ("mnist", "cifar"))
         _check_choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
@@ -258,8 +262,12 @@ class LoopConfig:
     patience: int = 0  # early-stop after this many epochs without validation improvement (0: off)
     early_stop_on: str = "val_error"  # val_error | val_adv_error (Goodfellow's 1600-unit model)
     eval_batch_size: int = 1000
+    augment: str = "none"  # none | crop (random shifts) | crop_flip (and horizontal flips: CIFAR-10, not digits)
+    crop_padding: int = 4  # shifts of up to this many pixels, zero padded (the CIFAR-10 convention)
 
     def __post_init__(self) -> None:
+        _check_choice("train.augment", self.augment, ("none", "crop", "crop_flip"))
+        _check(self.crop_padding >= 0, f"train.crop_padding must be >= 0, got {self.crop_padding}")
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _check(self.patience >= 0, f"train.patience must be >= 0, got {self.patience}")
@@ -288,11 +296,51 @@ class AttackTaskConfig:
     split: str = "test"  # test | train
     num_examples: int | None = None  # first N examples of the split (None: all)
     data_dir: str | None = None  # where the dataset is now, if not where the run was trained
+    derived: str | None = None  # evaluate on this derived dataset (an `advx construct` dir) instead of the run's own
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("split", self.split, ("test", "train"))
         _check(self.num_examples is None or self.num_examples > 0, "num_examples must be > 0 or null")
+
+
+@dataclass
+class ConstructConfig:
+    """How `advx construct` derives a dataset from a source model (Ilyas et al. 2019, Sec. 3.1 and 3.2).
+
+    robust / nonrobust: representation inversion from a random other training image towards each example's
+    penultimate representation (robust: of a robust model; nonrobust: of a standard one), label kept.
+    drand / ddet: targeted L2 PGD towards t (uniform random, or (y + 1) mod C), relabelled t.
+    """
+
+    kind: str = MISSING  # robust | nonrobust | drand | ddet
+    steps: int = 1000  # normalised-gradient steps
+    step_size: float = 0.1  # L2 length of each step, in pixel units of [0, 1] inputs
+    eps: float = 0.5  # drand / ddet: radius of the targeted attack's L2 ball (inversion is unbounded)
+    num_examples: int | None = None  # the first N training examples of the source's dataset (None: all)
+    chunk_size: int = 500  # examples per batch and per saved chunk: a killed run loses at most one chunk
+
+    def __post_init__(self) -> None:
+        _check_choice("construct.kind", self.kind, ("robust", "nonrobust", "drand", "ddet"))
+        _check(self.steps >= 1, f"construct.steps must be >= 1, got {self.steps}")
+        _check(self.step_size > 0 and self.eps > 0, "construct.step_size and construct.eps must be > 0")
+        _check(self.num_examples is None or self.num_examples > 0, "construct.num_examples must be > 0 or null")
+        _check(self.chunk_size > 0, f"construct.chunk_size must be > 0, got {self.chunk_size}")
+
+    @property
+    def inverts(self) -> bool:
+        """True for representation inversion (robust / nonrobust), False for targeted relabelling."""
+        return self.kind in ("robust", "nonrobust")
+
+
+@dataclass
+class ConstructTaskConfig:
+    source: str = MISSING  # run dir of the model whose representation or decisions define the dataset
+    construct: ConstructConfig = MISSING
+    runtime: RuntimeConfig = MISSING
+    data_dir: str | None = None  # where the source's dataset is now, if not where it was trained
+    seed: int = 0  # picks the start images (inversion) and the random targets (drand)
+    resume: str | None = None  # a construct run dir to continue (the bridge reuses its overrides and directory)
 
 
 MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {

@@ -26,7 +26,14 @@ from advx.models import build_model
 from advx.progress import Bars, console
 from advx.runs import STATE_FILE, environment, load_model, save_model, write_csv, write_json, write_text
 from advx.runtime import Runtime, seed_everything
-from advx.schema import AttackConfig, AttackTaskConfig, DatasetConfig, ReproduceTaskConfig, TrainTaskConfig
+from advx.schema import (
+    AttackConfig,
+    AttackTaskConfig,
+    ConstructTaskConfig,
+    DatasetConfig,
+    ReproduceTaskConfig,
+    TrainTaskConfig,
+)
 from advx.summary import print_table
 
 log = logging.getLogger("advx")
@@ -43,7 +50,8 @@ def user_errors(task):
             console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
-            hint = (f"advx train resume={run_dir()}" if HydraConfig.get().job.name == "train"
+            name = HydraConfig.get().job.name
+            hint = (f"advx {name} resume={run_dir()}" if name in ("train", "construct")
                     else "the same command (finished stages are reused)")
             console.print(f"[yellow]interrupted[/]; continue with: {hint}", soft_wrap=True)
             sys.exit(130)
@@ -139,12 +147,17 @@ def run_training(typed: TrainTaskConfig, out: Path, resolved_yaml: str) -> dict:
     return metrics
 
 
-def trained_dataset(run: Path, data_dir: str | None) -> DatasetConfig:
-    """The dataset a run was trained on, from its resolved config (data_dir optionally replaced)."""
+def trained_config(run: Path) -> dict:
+    """The resolved config a training run recorded."""
     config_file = run / "config.yaml"
     if not config_file.is_file():
         raise ConfigError(f"{run} is not a training run dir ({config_file} not found)")
-    section = dict(OmegaConf.to_container(OmegaConf.load(config_file).dataset))
+    return OmegaConf.to_container(OmegaConf.load(config_file))
+
+
+def trained_dataset(run: Path, data_dir: str | None) -> DatasetConfig:
+    """The dataset a run was trained on, from its resolved config (data_dir optionally replaced)."""
+    section = dict(trained_config(run)["dataset"])
     if data_dir:
         section["data_dir"] = data_dir
     return DatasetConfig(**section)
@@ -170,10 +183,13 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: boo
         if source_spec["input_shape"] != spec["input_shape"] or source_spec["num_classes"] != spec["num_classes"]:
             raise ConfigError(f"source {typed.source} and run {typed.run} have different inputs or classes")
     dataset_cfg = trained_dataset(run, typed.data_dir)
+    if typed.derived:
+        dataset_cfg = DatasetConfig(name="derived", path=typed.derived, data_dir=dataset_cfg.data_dir)
     dataset_cfg.val_size = 0  # evaluate on the whole split
     data = load_dataset(dataset_cfg, runtime.device)
     split = (data.test if typed.split == "test" else data.train).head(typed.num_examples)
-    log.info("attacking %s (%s) on %d %s examples%s", run, spec["model"], len(split), typed.split,
+    log.info("attacking %s (%s) on %d %s examples%s%s", run, spec["model"], len(split), typed.split,
+             f" of {typed.derived}" if typed.derived else "",
              f", examples crafted on {typed.source}" if source is not None else "")
     with Bars(typed.runtime.progress) as bars:
         rows = evaluate_attacks(model, split, typed.attack, runtime, bars, source=source)
@@ -184,6 +200,49 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: boo
     write_csv(out / "attack.csv", rows)
     if show:
         print_table(rows, title=f"{typed.attack.name} on {run}" + (f" (crafted on {typed.source})" if source else ""))
+    return metrics
+
+
+@user_errors
+def construct_task(cfg: DictConfig) -> dict:
+    """`advx construct <kind>` (a Hydra task)."""
+    return run_construct(*from_hydra(cfg))
+
+
+def run_construct(typed: ConstructTaskConfig, out: Path, resolved_yaml: str) -> dict:
+    """Derive a dataset from the source model into run dir `out`, continuing the chunks saved there; writes
+    dataset.pt, derived.json and metrics.json (see derived.py)."""
+    from advx.construct import construct, make_plan, summarize_chunks
+    from advx.derived import assemble
+
+    started = time.perf_counter()
+    runtime = start_run(typed, out, resolved_yaml)
+    cfg, source = typed.construct, Path(typed.source)
+    model, spec = load_model(source, runtime.device)
+    source_config = trained_config(source)
+    dataset_cfg = trained_dataset(source, typed.data_dir)
+    dataset_cfg.val_size = 0  # every training example of the source's dataset, as the paper
+    if dataset_cfg.preprocess != "none" or dataset_cfg.name == "spheres":
+        raise ConfigError(f"advx construct needs images in [0, 1]; {source} was trained on "
+                          f"{dataset_cfg.name} with preprocess={dataset_cfg.preprocess}")
+    regime = source_config.get("regime", {}).get("name", "standard")
+    if (cfg.kind == "robust") == (regime == "standard"):
+        log.warning("construct %s from a source trained with regime=%s: the paper builds D_R from an adversarially "
+                    "trained model and the other datasets from a standard one", cfg.kind, regime)
+    data = load_dataset(dataset_cfg, runtime.device)
+    plan = make_plan(cfg, data.train.labels, data.num_classes, typed.seed)
+    log.info("constructing %s from %s (%s, regime=%s): %d examples of %s in chunks of %d, run dir %s", cfg.kind,
+             source, spec["model"], regime, len(plan), dataset_cfg.name, cfg.chunk_size, out)
+    with Bars(typed.runtime.progress) as bars:
+        chunks = construct(model, data.train, plan, cfg, runtime, out, bars)
+    stats = summarize_chunks(chunks, cfg)
+    meta = {"kind": cfg.kind, "source": str(source.resolve()), "source_model": spec["model"],
+            "source_regime": regime, "source_dataset": asdict(dataset_cfg), "seed": typed.seed,
+            "parameters": asdict(cfg), **stats}
+    assemble(out, chunks, meta)
+    metrics = {**stats, "wall_seconds": round(time.perf_counter() - started, 2)}
+    write_json(out / "metrics.json", metrics)
+    log.info("constructed %s: %s; wrote %s", cfg.kind, ", ".join(f"{k}={v:.4g}" for k, v in stats.items()), out)
     return metrics
 
 

@@ -1,6 +1,7 @@
 """The training loop: SGD/Adam with schedules, the four regimes, max-norm, early stopping, per-epoch state.
 
-Regimes (the objective on a minibatch x, y):
+Batches may be augmented first (random shifts and flips, `train.augment`). Regimes (the objective on a
+minibatch x, y):
 - standard: J(x, y).
 - fgsm_adv: alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J), y), the FGSM examples regenerated
   from the current parameters every minibatch, no gradient through sign() (Goodfellow et al. 2015, Sec. 6).
@@ -22,8 +23,8 @@ from pathlib import Path
 import torch
 
 from advx.attacks import Attack, fgsm, pgd, sign_noise, uniform_noise
-from advx.data import Dataset
-from advx.errors import CheckpointError
+from advx.data import Dataset, augment
+from advx.errors import CheckpointError, first_line
 from advx.evaluate import attack_metrics, error_rate
 from advx.models import Classifier, per_example_loss
 from advx.progress import Bars
@@ -113,7 +114,7 @@ class TrainState:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
         except Exception as error:  # corrupt file, or a run dir from a different model
-            raise CheckpointError(f"cannot resume from {path}: {str(error).splitlines()[0]}") from None
+            raise CheckpointError(f"cannot resume from {path}: {first_line(error)}") from None
         scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng_torch"])
         generator.set_state(saved["rng_data"])
@@ -157,6 +158,7 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
         wrong = torch.zeros((), device=runtime.device)
         batches = bars.inner(data.train.batches(loop.batch_size, generator), f"epoch {epoch + 1}", batches_per_epoch)
         for x, y in batches:
+            x = augment(x, loop.augment, loop.crop_padding, generator)
             with runtime.autocast():
                 loss, logits = regime_loss(net, x, y, regime, model.output)
                 if optim.l1_first_layer:
