@@ -1,9 +1,10 @@
 """Reproduce pipelines: cached stages, claims checked against the paper, and the report.
 
-A stage is a normal `advx train`, `advx attack` or `advx construct` run, composed from the same configs as the CLI, in its own
-dir `<reproduce dir>/stages/<name>-<hash of its resolved config>`. A stage whose dir holds `metrics.json` is
-reused; one with a saved training state resumes; anything else runs. So a second invocation, or one after a
-kill, redoes only what is missing, and changing a knob reruns only the stages it touches.
+A stage is a normal `advx train`, `advx attack` or `advx construct` run, composed from the same configs as the
+CLI, in its own dir `<reproduce dir>/stages/<name>-<hash of its resolved config>`. A stage whose dir holds
+`metrics.json` is reused; one with a saved training state or saved chunks resumes; anything else runs. So a
+second invocation, or one after a kill, redoes only what is missing, and changing a knob reruns only the stages
+it touches.
 
 Claims live in `experiments/<paper>/paper.yaml`: the paper's value, a criterion fixed before measuring and a
 one-line reason. A criterion is one of
@@ -99,6 +100,15 @@ class Measurement:
 
 
 @dataclass
+class Outcome:
+    """What a paper's pipeline hands to the report: measurements by claim id, figure files, extra tables."""
+
+    measurements: dict[str, Measurement]
+    figures: list[str]
+    tables: list[tuple[str, str]] = field(default_factory=list)  # (heading, markdown table) sections
+
+
+@dataclass
 class Claim:
     id: str
     description: str
@@ -179,7 +189,8 @@ def _cell(text: str) -> str:
 
 def write_report(out: Path, meta: dict, claims: list[Claim], *, scale: str, seeds: list[int], device: str,
                  wall_seconds: float, deviations: list[tuple[str, str, str]], figures: list[str],
-                 environment: dict | None = None, stages: Stages | None = None) -> dict:
+                 environment: dict | None = None, stages: Stages | None = None,
+                 tables: list[tuple[str, str]] | None = None) -> dict:
     """Write report.json (DESIGN.md format) and report.md into `out`; returns the JSON document."""
     document = {
         "paper": meta["paper"], "title": meta.get("title", ""), "scale": scale, "seeds": seeds, "device": device,
@@ -206,6 +217,8 @@ def write_report(out: Path, meta: dict, claims: list[Claim], *, scale: str, seed
                      f"**{c.status}** | {_cell(c.note)} |")
     lines += ["", "Criteria were fixed before measuring; each one's reason is in "
               f"`experiments/{meta['paper']}/paper.yaml` and in report.json.", ""]
+    for heading, table in tables or []:
+        lines += [f"## {heading}", "", table, ""]
     if deviations:
         lines += ["## Deviations from the paper", "", "| choice | ours | why |", "|---|---|---|"]
         lines += [f"| {_cell(a)} | {_cell(b)} | {_cell(c)} |" for a, b, c in deviations]

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def figure(size: tuple[float, float] = (6.4, 4.4)):
-    """A new (fig, ax) pair drawn off-screen."""
+def figure(size: tuple[float, float] = (6.4, 4.4), rows: int = 1, cols: int = 1):
+    """A new figure drawn off-screen: (fig, ax), or (fig, axes[rows][cols]) for a grid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=size)
+    if rows == cols == 1:
+        return plt.subplots(figsize=size)
+    return plt.subplots(rows, cols, figsize=size, squeeze=False)
 
 
 def save(fig, out: Path, name: str) -> str:

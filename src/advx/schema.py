@@ -424,7 +424,53 @@ class Gilmer2018Config:
     scales: dict[str, Gilmer2018Scale] = field(default_factory=dict)
 
 
-PAPER_SCHEMAS: dict[str, type] = {"goodfellow2015": Goodfellow2015Config, "gilmer2018": Gilmer2018Config}
+@dataclass
+class Ilyas2019Scale:
+    """Sizes of one scale of the ilyas2019 pipeline."""
+
+    dataset: str = "cifar10"  # cifar10 (paper) | mnist (cpu) | synthetic (smoke)
+    train_size: int | None = None
+    test_size: int | None = None
+    model: list[str] = field(default_factory=lambda: ["model=resnet50"])  # overrides naming the architecture
+    source_epochs: int = 150  # the standard and the robust source models
+    source_step_every: int = 50  # their lr x 0.1 every this many epochs (the robustness library's default)
+    epochs: int = 150  # models trained on the derived datasets (not published; the library default)
+    step_every: int = 50
+    augment: str = "crop_flip"  # the paper's augmentation, where it is on (MNIST digits: crop only)
+    crop_padding: int = 4
+    train_eps: float = 0.5  # L2 radius of the robust source's adversarial training
+    robust_alpha: float = 0.0  # weight of the clean loss in the robust source's objective (the paper: 0)
+    eval_eps: list[float] = field(default_factory=lambda: [0.25, 0.5])  # robust accuracy at these L2 radii
+    eval_steps: list[int] = field(default_factory=lambda: [20, 100])  # the authors' rule: step 2.5 * eps / steps
+    eval_examples: int | None = None  # test examples under attack (None: all)
+    construct_examples: int | None = None  # training examples turned into derived ones (None: all)
+    invert_steps: int = 1000
+    invert_step_size: float = 0.1
+    relabel_eps: float = 0.5
+    relabel_steps: int = 100
+    relabel_step_size: float = 0.1
+    chunk_size: int = 500
+    gaussian_samples: int = 5000
+
+    def __post_init__(self) -> None:
+        _check_choice("dataset", self.dataset, ("cifar10", "mnist", "synthetic"))
+
+
+@dataclass
+class Ilyas2019Config:
+    name: str = "ilyas2019"
+    # the paper's training of models on derived datasets: SGD, momentum 0.9, weight decay 5e-4, batch 128, and
+    lr: dict[str, float] = field(default_factory=lambda: {"robust": 0.1, "nonrobust": 0.1, "drand": 0.01,
+                                                          "ddet": 0.1})
+    augmented: list[str] = field(default_factory=lambda: ["robust", "nonrobust", "drand"])  # D_det: off
+    gaussian_dim: int = 10
+    gaussian_smallest_std: float = 0.1  # variances from 0.01 to 1: a condition number of 100
+    gaussian_eps: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.5, 1.0, 2.0])
+    scales: dict[str, Ilyas2019Scale] = field(default_factory=dict)
+
+
+PAPER_SCHEMAS: dict[str, type] = {"goodfellow2015": Goodfellow2015Config, "gilmer2018": Gilmer2018Config,
+                                  "ilyas2019": Ilyas2019Config}
 
 
 @dataclass

@@ -269,12 +269,12 @@ def run_reproduce(typed: ReproduceTaskConfig, out: Path, resolved_yaml: str) -> 
     data_dir = str(Path(typed.data_dir).resolve())
     log.info("reproducing %s at scale=%s (seed %d) in %s", paper.name, typed.scale, typed.seed, out)
     module = PAPERS[paper.name]
-    measurements, figures = module.run(paper, scale, stages, data_dir, typed.seed, out, runtime.device)
-    settle(claims, measurements)
+    outcome = module.run(paper, scale, stages, data_dir, typed.seed, out, runtime.device)
+    settle(claims, outcome.measurements)
     environment_record = json.loads((out / "env.json").read_text())
     write_report(out, meta, claims, scale=typed.scale, seeds=[typed.seed], device=str(runtime.device),
-                 wall_seconds=timer.seconds, deviations=module.deviations(typed.scale, scale), figures=figures,
-                 environment=environment_record, stages=stages)
+                 wall_seconds=timer.seconds, deviations=module.deviations(typed.scale, scale),
+                 figures=outcome.figures, environment=environment_record, stages=stages, tables=outcome.tables)
     counts = {s: sum(c.status == s for c in claims) for s in ("reproduced", "deviates", "not_run")}
     metrics = {**counts, "wall_seconds": round(timer.seconds, 1), **{c.id: c.measured for c in claims}}
     write_json(out / "metrics.json", metrics)

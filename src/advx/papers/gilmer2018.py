@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from scipy import stats
 
-from advx.pipeline import Measurement, Stages
+from advx.pipeline import Measurement, Outcome, Stages
 from advx.plots import figure, save
 from advx.runs import load_model
 from advx.schema import Gilmer2018Config, Gilmer2018Scale
@@ -57,7 +57,7 @@ def deviations(scale_name: str, scale: Gilmer2018Scale) -> list[tuple[str, str, 
 
 
 def run(paper: Gilmer2018Config, scale: Gilmer2018Scale, stages: Stages, data_dir: str, seed: int, out: Path,
-        device: torch.device) -> tuple[dict[str, Measurement], list[str]]:
+        device: torch.device) -> Outcome:
     points: list[dict] = []
     quadratic_checks: list[tuple[float, float]] = []
     calibration: list[float] = []
@@ -80,7 +80,7 @@ def run(paper: Gilmer2018Config, scale: Gilmer2018Scale, stages: Stages, data_di
     _write_points(points, out)
     measurements = _claims(points, quadratic_checks, calibration)
     figures = [_plot_bound(points, scale.dims, out), _plot_collapse(points, out)]
-    return measurements, figures
+    return Outcome(measurements, figures)
 
 
 def _measure(run_dir: Path, kind: str, dim: int, samples: int, radius_outer: float, scale: Gilmer2018Scale,

@@ -18,7 +18,7 @@ import torch
 from advx.attacks import fgsm
 from advx.data import load_dataset
 from advx.models import probabilities
-from advx.pipeline import Measurement, Stages
+from advx.pipeline import Measurement, Outcome, Stages
 from advx.plots import figure, save
 from advx.runs import load_model
 from advx.schema import Goodfellow2015Config, Goodfellow2015Scale
@@ -67,7 +67,7 @@ def deviations(scale_name: str, scale: Goodfellow2015Scale) -> list[tuple[str, s
 
 
 def run(paper: Goodfellow2015Config, scale: Goodfellow2015Scale, stages: Stages, data_dir: str, seed: int,
-        out: Path, device: torch.device) -> tuple[dict[str, Measurement], list[str]]:
+        out: Path, device: torch.device) -> Outcome:
     """Run every stage and analysis; returns the measurements by claim id and the figure file names."""
     data = [f"dataset={scale.dataset}", f"dataset.data_dir={data_dir}",
             *(f"dataset.{key}={value}" for key in ("train_size", "test_size")
@@ -157,7 +157,7 @@ def run(paper: Goodfellow2015Config, scale: Goodfellow2015Scale, stages: Stages,
     m.update(_closed_form(runs["logistic"], eps, device))
     m.update(_cifar_arm(paper, scale, stages, data_dir, seed))
     figures = [_plot_error_vs_eps(curves, out), _plot_logit_trace(runs["maxout"], out, device)]
-    return m, figures
+    return Outcome(m, figures)
 
 
 def _cifar_arm(paper: Goodfellow2015Config, scale: Goodfellow2015Scale, stages: Stages, data_dir: str, seed: int,
