@@ -6,7 +6,7 @@ ADVX := $(VENV)/bin/advx
 export ADVX_DATA_DIR ?= $(abspath ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint main maxout bench clean
+.PHONY: help install test test-slow lint main ilyas gilmer maxout bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ lint: install  ## ruff over src and tests
 
 main: install  ## the main job: reproduce Goodfellow et al. 2015 on MNIST (scale=cpu, about 25 min)
 	$(ADVX) reproduce goodfellow2015 scale=cpu
+
+ilyas: install  ## reproduce Ilyas et al. 2019 on MNIST: D_R, D_NR, D_rand, D_det (scale=cpu, under 45 min)
+	$(ADVX) reproduce ilyas2019 scale=cpu
+
+gilmer: install  ## reproduce Gilmer et al. 2018, adversarial spheres (scale=cpu, about 2 min)
+	$(ADVX) reproduce gilmer2018 scale=cpu
 
 maxout: install  ## train the maxout MLP on MNIST (30 epochs) and FGSM-attack it
 	$(ADVX) train experiment=mnist_maxout hydra.run.dir=outputs/maxout/train

@@ -43,3 +43,8 @@ def trained_softmax(advx, workdir: Path) -> Path:
     result = advx("train", *TINY, "model=softmax", "train.epochs=3", f"hydra.run.dir={run_dir}")
     assert result.exit_code == 0, result.output
     return run_dir
+
+
+def unwrapped(text: str) -> str:
+    """Text with all whitespace removed: compares log lines that the console wrapped at its width."""
+    return "".join(text.split())

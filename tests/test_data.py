@@ -59,3 +59,21 @@ def test_gcn_zca_whitens_the_training_split():
     assert eigenvalues.max() <= 1 + 1e-3 and eigenvalues.max() > 0.5
     x, _ = data.test.batch(torch.arange(4))
     assert x.dtype == torch.float32 and (x.min() < 0 or x.max() > 1)  # no [0, 1] box in this space
+
+
+def test_augment_shifts_and_flips_without_changing_pixels():
+    from advx.data import augment
+
+    x = torch.rand(16, 3, 8, 8)
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(augment(x, "none", 4, generator), x)
+    assert torch.equal(augment(x, "crop", 0, generator), x)  # no padding: nothing to shift
+    flipped = augment(x, "crop_flip", 0, generator)
+    kept = [torch.equal(a, b) for a, b in zip(flipped, x, strict=True)]
+    mirrored = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped, x, strict=True)]
+    assert all(k or m for k, m in zip(kept, mirrored, strict=True)) and any(mirrored) and any(kept)
+    shifted = augment(x, "crop", 2, generator)
+    assert shifted.shape == x.shape
+    for a, b in zip(shifted, x, strict=True):  # each output is x moved by at most 2 pixels, zero filled
+        assert any(torch.equal(a, torch.nn.functional.pad(b, (2, 2, 2, 2))[:, 2 + dy:10 + dy, 2 + dx:10 + dx])
+                   for dy in range(-2, 3) for dx in range(-2, 3))

@@ -76,3 +76,30 @@ def test_criteria_are_judged_as_written():
     assert judge(claim("> claim:other", 0.4), {"other": 0.2}) == "reproduced"
     assert judge(claim("> claim:other", 0.1), {"other": 0.2}) == "deviates"
     assert judge(claim("<= 0.0", None), {}) == "not_run"
+
+
+def test_ilyas2019_smoke_pipeline_builds_the_four_datasets_and_reports_every_claim(advx, workdir):
+    out = workdir / "ilyas"
+    result = advx("reproduce", "ilyas2019", *SMOKE, f"hydra.run.dir={out}")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    by_id = {c["id"]: c for c in report["claims"]}
+    assert {"dr_robust_gain", "dnr_clean_acc", "drand_minus_ddet", "ddet_next_label_acc", "reload_success_gap",
+            "gaussian_condition_ratio"} <= set(by_id)
+    for claim in report["claims"]:
+        assert claim["status"] in STATUSES and claim["measured"] is not None  # every claim is measured at smoke
+    assert by_id["reload_success_gap"]["measured"] <= 1e-3  # what was built is what is stored
+    assert 0 <= by_id["ddet_success"]["measured"] <= 1
+    for gaussian in ("gaussian_condition_ratio", "gaussian_alignment_robust", "gaussian_monotone"):
+        assert by_id[gaussian]["status"] == "reproduced"  # exact numerics: no training noise at any scale
+    markdown = (out / "report.md").read_text()
+    for figure in ("samples.png", "gaussian.png"):
+        assert (out / figure).stat().st_size > 1000 and f"]({figure})" in markdown
+    assert "| D_R (standard training) |" in markdown and "| D_det (standard training) |" in markdown
+    stages = {p.name.rsplit("-", 1)[0] for p in (out / "stages").iterdir()}
+    assert {"source_standard", "source_robust", "construct_robust", "construct_nonrobust", "construct_drand",
+            "construct_ddet", "train_ddet", "reload_ddet", "pgd10_D_R"} <= stages
+
+    again = advx("reproduce", "ilyas2019", *SMOKE, f"hydra.run.dir={out}")
+    assert again.exit_code == 0, again.output
+    assert "Ran: none." in (out / "report.md").read_text()

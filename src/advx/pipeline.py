@@ -37,7 +37,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 
 class Stages:
-    """Runs train and attack stages under `root/stages`, reusing or resuming what is already there."""
+    """Runs train, construct and attack stages under `root/stages`, reusing or resuming what is there."""
 
     def __init__(self, root: Path, common: list[str]):
         self.root = root
@@ -58,39 +58,37 @@ class Stages:
         (self.reused if done else self.ran).append(name)
         return typed_config(cfg), out, resolved, done
 
+    def _stage(self, command: str, name: str, overrides: list[str], run: Callable, seconds_key: str,
+               ) -> tuple[Path, dict]:
+        """Run (or reuse) one stage of `command`; its dir and final metrics."""
+        typed, out, resolved, done = self._prepare(command, name, overrides)
+        log.info("stage %s: %s", name, "reused" if done else f"{command} in {out}")
+        if not done:
+            run(typed, out, resolved)
+        metrics = json.loads((out / "metrics.json").read_text())
+        self.compute_seconds += metrics.get(seconds_key, 0.0)
+        return out, metrics
+
     def train(self, name: str, overrides: list[str]) -> Path:
         """The run dir of a finished training stage."""
         from advx.tasks import run_training
 
-        typed, out, resolved, done = self._prepare("train", name, overrides)
-        log.info("stage %s: %s", name, "reused" if done else f"training in {out}")
-        if not done:
-            run_training(typed, out, resolved)
-        self.compute_seconds += json.loads((out / "metrics.json").read_text()).get("train_seconds", 0.0)
-        return out
+        return self._stage("train", name, overrides, run_training, "train_seconds")[0]
 
     def construct(self, name: str, overrides: list[str]) -> Path:
         """The run dir of a finished `advx construct` stage (a derived dataset)."""
         from advx.tasks import run_construct
 
-        typed, out, resolved, done = self._prepare("construct", name, overrides)
-        log.info("stage %s: %s", name, "reused" if done else f"constructing in {out}")
-        if not done:
-            run_construct(typed, out, resolved)
-        self.compute_seconds += json.loads((out / "metrics.json").read_text()).get("wall_seconds", 0.0)
-        return out
+        return self._stage("construct", name, overrides, run_construct, "wall_seconds")[0]
 
     def attack(self, name: str, overrides: list[str]) -> dict:
         """The metrics of a finished attack stage."""
         from advx.tasks import run_attack
 
-        typed, out, resolved, done = self._prepare("attack", name, overrides)
-        log.info("stage %s: %s", name, "reused" if done else f"attacking in {out}")
-        if not done:
+        def run_quietly(typed, out, resolved):
             run_attack(typed, out, resolved, show=False)
-        metrics = json.loads((out / "metrics.json").read_text())
-        self.compute_seconds += metrics.get("wall_seconds", 0.0)
-        return metrics
+
+        return self._stage("attack", name, overrides, run_quietly, "wall_seconds")[1]
 
 
 @dataclass

@@ -45,8 +45,9 @@ def deviations(scale_name: str, scale: Ilyas2019Scale) -> list[tuple[str, str, s
          "training at eps 2 (measured), so half of each batch's loss is on clean inputs" if scale.robust_alpha
          else "as the paper"),
         ("training length", f"sources {scale.source_epochs} epochs (lr x0.1 every {scale.source_step_every}), "
-         f"derived-dataset models {scale.epochs} (lr x0.1 every {scale.step_every})", "not published; the robustness library's default is 150 epochs "
-         "with lr x0.1 every 50" + ("" if scale.epochs >= 150 else "; shortened to fit the CPU budget")),
+         f"derived-dataset models {scale.epochs} (lr x0.1 every {scale.step_every})",
+         "not published; the robustness library's default is 150 epochs with lr x0.1 every 50"
+         + ("" if scale.epochs >= 150 else "; shortened to fit the CPU budget")),
         ("derived dataset size", f"the first {scale.construct_examples} training examples"
          if scale.construct_examples else "the whole training set", "the paper converts all 50k; CPU time"),
         ("representation inversion", f"{scale.invert_steps} normalised L2 steps of {scale.invert_step_size:g}",

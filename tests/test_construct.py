@@ -1,0 +1,154 @@
+"""`advx construct` and `dataset=derived`: derived datasets are built in resumable chunks, stored as float tensors,
+reload to the same numbers, train like any dataset; the authors' released format loads too."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from advx import derived as derived_files
+from advx.data import synthetic
+from conftest import TINY, metrics, unwrapped
+
+CNN = ["model=cnn", "model.channels=[8,16]", "model.hidden=32"]
+CONSTRUCT = ["runtime=cpu", "runtime.progress=false", "construct.num_examples=96", "construct.chunk_size=24"]
+RELABEL = [*CONSTRUCT, "construct.eps=2.0", "construct.steps=15", "construct.step_size=0.4"]
+
+
+@pytest.fixture
+def source(advx, workdir):
+    """A small CNN trained for 3 epochs on the synthetic dataset (a 'standard' source model)."""
+    run_dir = workdir / "source"
+    result = advx("train", *TINY, *CNN, "train.epochs=3", f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def dataset_file(run_dir):
+    return torch.load(run_dir / derived_files.DATA_FILE, weights_only=True)
+
+
+def test_construct_killed_halfway_continues_where_it_stopped(advx, workdir, source, monkeypatch):
+    straight = workdir / "straight"
+    assert advx("construct", "ddet", f"source={source}", *RELABEL, f"hydra.run.dir={straight}").exit_code == 0
+
+    killed = workdir / "killed"
+    saved = []
+    original = derived_files.save_torch
+
+    def save_then_die(path, obj):
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # killed while the third of four chunks is being saved
+        original(path, obj)
+        saved.append(path)
+
+    monkeypatch.setattr(derived_files, "save_torch", save_then_die)
+    result = advx("construct", "ddet", f"source={source}", *RELABEL, f"hydra.run.dir={killed}")
+    assert result.exit_code == 130
+    assert unwrapped(f"advx construct resume={killed}") in unwrapped(result.stderr)
+    assert sorted(p.name for p in (killed / "chunks").iterdir()) == ["00000.pt", "00001.pt"]
+    assert not (killed / "dataset.pt").exists() and not (killed / "metrics.json").exists()
+
+    saved.clear()
+    monkeypatch.setattr(derived_files, "save_torch", lambda path, obj: (saved.append(path), original(path, obj)))
+    result = advx("construct", f"resume={killed}")
+    assert result.exit_code == 0, result.output
+    chunks_built = [p for p in saved if p.parent.name == "chunks"]
+    assert [p.name for p in chunks_built] == ["00002.pt", "00003.pt"]  # the saved chunks were not redone
+    assert not (killed / "chunks").exists()
+    for key in ("images", "labels"):
+        assert torch.equal(dataset_file(killed)[key], dataset_file(straight)[key])
+    assert metrics(killed)["targeted_success_rate"] == metrics(straight)["targeted_success_rate"]
+
+
+def test_a_reloaded_dataset_scores_the_targeted_success_rate_it_was_built_with(advx, workdir, source):
+    built = workdir / "drand"
+    result = advx("construct", "drand", f"source={source}", *RELABEL, f"hydra.run.dir={built}")
+    assert result.exit_code == 0, result.output
+    stored = dataset_file(built)
+    assert stored["images"].dtype == torch.float32 and stored["images"].shape == (96, 1, 28, 28)
+    assert 0 <= float(stored["images"].min()) and float(stored["images"].max()) <= 1
+    meta = json.loads((built / "derived.json").read_text())
+    assert meta["kind"] == "drand" and meta["source"] == str(source.resolve())
+    assert meta["parameters"]["eps"] == 2.0 and meta["source_dataset"]["name"] == "synthetic"
+    success = metrics(built)["targeted_success_rate"]
+    assert success > 0.5  # the attack works on this source
+
+    scored = workdir / "rescored"
+    result = advx("attack", f"run={source}", f"derived={built}", "split=train", "attack=none", "runtime=cpu",
+                  "runtime.progress=false", f"hydra.run.dir={scored}")
+    assert result.exit_code == 0, result.output
+    assert 1 - metrics(scored)["clean_error"] == pytest.approx(success, abs=1e-6)
+
+    trained = workdir / "on_drand"
+    result = advx("train", *CNN, "dataset=derived", f"dataset.path={built}", "train.epochs=2", "train.augment=crop",
+                  "train.crop_padding=2", "runtime=cpu", "runtime.progress=false", f"hydra.run.dir={trained}")
+    assert result.exit_code == 0, result.output
+    assert 0 <= metrics(trained)["test_error"] <= 1
+
+
+def test_inversion_moves_the_start_image_towards_the_target_representation(advx, workdir, source):
+    out = workdir / "nonrobust"
+    result = advx("construct", "nonrobust", f"source={source}", *CONSTRUCT, "construct.steps=30",
+                  f"hydra.run.dir={out}")
+    assert result.exit_code == 0, result.output
+    assert unwrapped("regime=standard") in unwrapped(result.stderr)
+    assert metrics(out)["relative_distance"] < 0.5
+    (_, original_labels), _ = synthetic("mnist", 10, 256, 128)  # the source's training set (TINY)
+    assert torch.equal(dataset_file(out)["labels"], original_labels[:96])  # inversion keeps the labels
+    robust_warning = advx("construct", "robust", f"source={source}", *CONSTRUCT, "construct.steps=2",
+                          f"hydra.run.dir={workdir / 'robust'}")
+    assert robust_warning.exit_code == 0
+    assert unwrapped("the paper builds D_R from an adversarially trained model") in unwrapped(robust_warning.stderr)
+
+
+def write_released(folder, images, labels):
+    folder.mkdir()
+    torch.save(images, folder / derived_files.RELEASED_IMAGES)
+    torch.save(labels, folder / derived_files.RELEASED_LABELS)
+
+
+def test_the_authors_released_format_trains(advx, workdir):
+    released = workdir / "d_robust_released"
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.rand(40, 1, 28, 28, generator=generator) for _ in range(3)]  # a list of batch tensors
+    labels = [torch.tensor(i % 10) for i in range(120)]  # a list of per-example label tensors
+    write_released(released, batches, labels)
+    run_dir = workdir / "on_released"
+    result = advx("train", "model=softmax", "dataset=derived", f"dataset.path={released}", "dataset.base=synthetic",
+                  "train.epochs=1", "runtime=cpu", "runtime.progress=false", f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    assert unwrapped("120 train / 256 test") in unwrapped(result.stderr)
+
+    wrong_shape = workdir / "cifar_shaped"
+    write_released(wrong_shape, torch.rand(8, 3, 32, 32), torch.zeros(8, dtype=torch.long))
+    result = advx("train", "model=softmax", "dataset=derived", f"dataset.path={wrong_shape}",
+                  "dataset.base=synthetic", "runtime=cpu")
+    assert result.exit_code == 2
+    assert "does not match synthetic's test split" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["construct"], "name what to construct"),
+    (["construct", "robust"], "missing a value for 'source'"),
+    (["construct", "sideways", "source=x"], "unknown construct option 'sideways'"),
+    (["construct", "drand", "source=nowhere"], "run dir nowhere does not exist"),
+    (["construct", "drand", "source=x", "construct.steps=0"], "construct.steps must be >= 1"),
+    (["train", "dataset=derived"], "dataset=derived needs dataset.path="),
+    (["train", "dataset=derived", "dataset.path=nowhere"], "derived dataset nowhere does not exist"),
+])
+def test_construct_and_derived_data_errors_are_one_line(advx, args, message):
+    result = advx(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_an_unfinished_construction_is_named_when_trained_on(advx, workdir):
+    unfinished = workdir / "unfinished"
+    (unfinished / "chunks").mkdir(parents=True)
+    result = advx("train", "dataset=derived", f"dataset.path={unfinished}", "runtime=cpu")
+    assert result.exit_code == 2
+    assert unwrapped(f"advx construct resume={unfinished}") in unwrapped(result.stderr)
