@@ -23,8 +23,11 @@ def test_help_lists_config_groups_and_options(advx):
     result = advx("train", "--help")
     assert result.exit_code == 0
     text = " ".join(result.output.split())  # the help is wrapped to the terminal's width
-    assert "model: cnn, conv_maxout, logistic, maxout, quadratic, rbf, relu_mlp, resnet18, softmax" in text
-    assert "regime: fgsm_adv, noise, pgd_adv, standard" in text
+    assert ("model: cnn, conv_maxout, logistic, maxout, quadratic, rbf, relu_mlp, resnet18, resnet50, softmax"
+            in text)
+    assert "regime: fgsm_adv, noise, pgd_adv, pgd_l2, standard" in text
+    construct_help = " ".join(advx("construct", "--help").output.split())
+    assert "construct: ddet, drand, nonrobust, robust" in construct_help
 
 
 def test_train_writes_a_self_describing_run_dir(trained_softmax):

@@ -5,16 +5,24 @@ from __future__ import annotations
 import pytest
 
 from advx.hydra_bridge import compose_job, group_options
-from advx.schema import AttackTaskConfig, TrainTaskConfig
+from advx.schema import AttackTaskConfig, ConstructTaskConfig, TrainTaskConfig
 
 TRAIN_CHOICES = [(g, o) for g in ("dataset", "model", "optim", "regime", "attack", "runtime", "experiment")
                  for o in group_options(g)]
+REQUIRED = {"dataset=derived": ["dataset.path=somewhere"]}  # options that need a value of their own
 
 
 @pytest.mark.parametrize(("group", "option"), TRAIN_CHOICES)
 def test_train_option_composes(group, option):
-    cfg = compose_job("train", [f"{group}={option}"])
+    choice = f"{group}={option}"
+    cfg = compose_job("train", [choice, *REQUIRED.get(choice, [])])
     assert isinstance(cfg, TrainTaskConfig)
+
+
+@pytest.mark.parametrize("option", group_options("construct"))
+def test_construct_option_composes(option):
+    cfg = compose_job("construct", [f"construct={option}", "source=somewhere"])
+    assert isinstance(cfg, ConstructTaskConfig) and cfg.construct.kind == option
 
 
 @pytest.mark.parametrize("option", group_options("attack"))
