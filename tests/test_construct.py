@@ -62,6 +62,10 @@ def test_construct_killed_halfway_continues_where_it_stopped(advx, workdir, sour
         assert torch.equal(dataset_file(killed)[key], dataset_file(straight)[key])
     assert metrics(killed)["targeted_success_rate"] == metrics(straight)["targeted_success_rate"]
 
+    saved.clear()
+    assert advx("construct", f"resume={killed}").exit_code == 0  # resuming a finished construction is a no-op
+    assert saved == []
+
 
 def test_a_reloaded_dataset_scores_the_targeted_success_rate_it_was_built_with(advx, workdir, source):
     built = workdir / "drand"

@@ -213,8 +213,11 @@ def run_construct(typed: ConstructTaskConfig, out: Path, resolved_yaml: str) -> 
     """Derive a dataset from the source model into run dir `out`, continuing the chunks saved there; writes
     dataset.pt, derived.json and metrics.json (see derived.py)."""
     from advx.construct import construct, make_plan, summarize_chunks
-    from advx.derived import assemble
+    from advx.derived import DATA_FILE, assemble
 
+    if (out / "metrics.json").is_file() and (out / DATA_FILE).is_file():
+        log.info("%s already holds a finished construction; nothing to do", out)
+        return json.loads((out / "metrics.json").read_text())
     started = time.perf_counter()
     runtime = start_run(typed, out, resolved_yaml)
     cfg, source = typed.construct, Path(typed.source)
