@@ -96,9 +96,10 @@ def test_ilyas2019_smoke_pipeline_builds_the_four_datasets_and_reports_every_cla
     for figure in ("samples.png", "gaussian.png"):
         assert (out / figure).stat().st_size > 1000 and f"]({figure})" in markdown
     assert "| D_R (standard training) |" in markdown and "| D_det (standard training) |" in markdown
+    assert "| D_det built from the robust model |" in markdown
     stages = {p.name.rsplit("-", 1)[0] for p in (out / "stages").iterdir()}
     assert {"source_standard", "source_robust", "construct_robust", "construct_nonrobust", "construct_drand",
-            "construct_ddet", "train_ddet", "reload_ddet", "pgd10_D_R"} <= stages
+            "construct_ddet", "construct_ddet_from_robust", "train_ddet", "reload_ddet", "pgd10_D_R"} <= stages
 
     again = advx("reproduce", "ilyas2019", *SMOKE, f"hydra.run.dir={out}")
     assert again.exit_code == 0, again.output

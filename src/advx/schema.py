@@ -449,6 +449,7 @@ class Ilyas2019Scale:
     relabel_eps: float = 0.5
     relabel_steps: int = 100
     relabel_step_size: float = 0.1
+    robust_relabel: bool = True  # also build D_rand / D_det from the robust model (Table 2's last comparison)
     chunk_size: int = 500
     gaussian_samples: int = 5000
 

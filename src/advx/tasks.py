@@ -229,9 +229,9 @@ def run_construct(typed: ConstructTaskConfig, out: Path, resolved_yaml: str) -> 
         raise ConfigError(f"advx construct needs images in [0, 1]; {source} was trained on "
                           f"{dataset_cfg.name} with preprocess={dataset_cfg.preprocess}")
     regime = source_config.get("regime", {}).get("name", "standard")
-    if (cfg.kind == "robust") == (regime == "standard"):
+    if cfg.inverts and (cfg.kind == "robust") == (regime == "standard"):
         log.warning("construct %s from a source trained with regime=%s: the paper builds D_R from an adversarially "
-                    "trained model and the other datasets from a standard one", cfg.kind, regime)
+                    "trained model and D_NR from a standard one", cfg.kind, regime)
     data = load_dataset(dataset_cfg, runtime.device)
     plan = make_plan(cfg, data.train.labels, data.num_classes, typed.seed)
     log.info("constructing %s from %s (%s, regime=%s): %d examples of %s in chunks of %d, run dir %s", cfg.kind,

@@ -31,10 +31,17 @@ log = logging.getLogger("advx")
 
 SGD = ["optim=sgd", "optim.momentum=0.9", "optim.weight_decay=5e-4", "train.batch_size=128",
        "optim.schedule=step"]  # the paper's training of every model (App. C)
-DERIVED = {"robust": "D_R", "nonrobust": "D_NR", "drand": "D_rand", "ddet": "D_det"}
+# name: (construct kind, source model, stage-name suffix). The last two are Table 2's variants built from the
+# robust model (scale.robust_relabel); their models are scored clean and on labels y + 1 only.
+DERIVED = {"D_R": ("robust", "robust", "robust"), "D_NR": ("nonrobust", "standard", "nonrobust"),
+           "D_rand": ("drand", "standard", "drand"), "D_det": ("ddet", "standard", "ddet"),
+           "D_rand_robust": ("drand", "robust", "drand_from_robust"),
+           "D_det_robust": ("ddet", "robust", "ddet_from_robust")}
+ROBUST_BUILT = ("D_rand_robust", "D_det_robust")
 ROWS = {"D": "D, standard training", "D_adv": "D, adversarial training", "D_NR": "D_NR (standard training)",
         "D_R": "D_R (standard training)", "D_rand": "D_rand (standard training)",
-        "D_det": "D_det (standard training)"}
+        "D_det": "D_det (standard training)", "D_rand_robust": "D_rand built from the robust model",
+        "D_det_robust": "D_det built from the robust model"}
 
 
 def deviations(scale_name: str, scale: Ilyas2019Scale) -> list[tuple[str, str, str]]:
@@ -60,8 +67,9 @@ def deviations(scale_name: str, scale: Ilyas2019Scale) -> list[tuple[str, str, s
          f"{' and '.join(map(str, scale.eval_steps))} steps of 2.5 eps / steps, no random start; the lower "
          "accuracy counts" + (f"; first {scale.eval_examples} test images" if scale.eval_examples else ""),
          "the authors' evaluation rule"),
-        ("D_rand / D_det from a robust model (25.2% / 5.8%)", "not run", "one source per dataset keeps the CPU "
-         "budget; the pipeline builds them with `advx construct drand source=<robust run>`"),
+        ("D_rand / D_det from the robust model", "built and trained like the others, scored clean and on labels "
+         "y + 1 only" if scale.robust_relabel else "not built (scale.robust_relabel=false)", "Table 2's comparison; "
+         "robust accuracy is not reported for them in the paper"),
     ]
     if scale.dataset == "mnist":
         rows += [("data", "MNIST (real), a small CNN", "CIFAR-10 is not on these machines; ResNet-50 at "
@@ -91,20 +99,24 @@ def run(paper: Ilyas2019Config, scale: Ilyas2019Scale, stages: Stages, data_dir:
                                                  f"regime.step_size={scale.train_eps / 5}",
                                                  f"regime.alpha={scale.robust_alpha}"]),
     }
-    derived = {kind: _construct(stages, kind, sources, scale, seed) for kind in DERIVED}
-    reloaded = {kind: stages.attack(f"reload_{kind}", [f"run={sources['standard']}", f"derived={derived[kind]}",
-                                                       "split=train", "attack=none"])
-                for kind in ("drand", "ddet")}
+    names = [n for n in DERIVED if scale.robust_relabel or n not in ROBUST_BUILT]
+    derived = {name: _construct(stages, *DERIVED[name], sources, scale, seed) for name in names}
+    reloaded = {name: stages.attack(f"reload_{DERIVED[name][2]}", [f"run={sources['standard']}",
+                                                                   f"derived={derived[name]}", "split=train",
+                                                                   "attack=none"])
+                for name in ("D_rand", "D_det")}
     models = {"D": sources["standard"], "D_adv": sources["robust"]}
-    for kind, name in DERIVED.items():
+    for name in names:
+        kind, _, stage = DERIVED[name]
         augment = scale.augment if kind in paper.augmented else "none"
-        models[name] = stages.train(f"train_{kind}", ["dataset=derived", f"dataset.path={derived[kind]}",
-                                                      f"dataset.data_dir={data_dir}", *training,
-                                                      f"optim.lr={paper.lr[kind]}", f"train.epochs={scale.epochs}",
-                                                      f"optim.step_every={scale.step_every}",
-                                                      f"train.augment={augment}"])
-    results = {name: _evaluate(stages, name, run_dir, scale, seed, device) for name, run_dir in models.items()}
-    constructed = {kind: _metrics(path) for kind, path in derived.items()}
+        models[name] = stages.train(f"train_{stage}", ["dataset=derived", f"dataset.path={derived[name]}",
+                                                       f"dataset.data_dir={data_dir}", *training,
+                                                       f"optim.lr={paper.lr[kind]}", f"train.epochs={scale.epochs}",
+                                                       f"optim.step_every={scale.step_every}",
+                                                       f"train.augment={augment}"])
+    results = {name: _evaluate(stages, name, run_dir, scale, seed, device, attacked=name not in ROBUST_BUILT)
+               for name, run_dir in models.items()}
+    constructed = {name: _metrics(path) for name, path in derived.items()}
     gaussian = fit_path(GaussianTask.skewed(paper.gaussian_dim, paper.gaussian_smallest_std, seed),
                         paper.gaussian_eps, scale.gaussian_samples, seed)
     (out / "gaussian.json").write_text(json.dumps(gaussian, indent=1))
@@ -114,16 +126,17 @@ def run(paper: Ilyas2019Config, scale: Ilyas2019Scale, stages: Stages, data_dir:
                                                    _table(results, scale))])
 
 
-def _construct(stages: Stages, kind: str, sources: dict[str, Path], scale: Ilyas2019Scale, seed: int) -> Path:
-    source = sources["robust" if kind == "robust" else "standard"]
+def _construct(stages: Stages, kind: str, source_name: str, stage: str, sources: dict[str, Path],
+               scale: Ilyas2019Scale, seed: int) -> Path:
+    source = sources[source_name]
     if kind in ("robust", "nonrobust"):
         knobs = [f"construct.steps={scale.invert_steps}", f"construct.step_size={scale.invert_step_size}"]
     else:
         knobs = [f"construct.eps={scale.relabel_eps}", f"construct.steps={scale.relabel_steps}",
                  f"construct.step_size={scale.relabel_step_size}"]
     size = [f"construct.num_examples={scale.construct_examples}"] if scale.construct_examples else []
-    return stages.construct(f"construct_{kind}", [f"construct={kind}", f"source={source}", *knobs, *size,
-                                                  f"construct.chunk_size={scale.chunk_size}", f"seed={seed}"])
+    return stages.construct(f"construct_{stage}", [f"construct={kind}", f"source={source}", *knobs, *size,
+                                                   f"construct.chunk_size={scale.chunk_size}", f"seed={seed}"])
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -131,9 +144,13 @@ def _metrics(run_dir: Path) -> dict:
 
 
 def _evaluate(stages: Stages, name: str, run_dir: Path, scale: Ilyas2019Scale, seed: int, device: torch.device,
-              ) -> dict[str, float]:
-    """Clean accuracy (whole test set), robust accuracy per eps and step count, and accuracy on labels y + 1."""
-    row = {"clean": 1 - _metrics(run_dir)["test_error"]}
+              attacked: bool = True) -> dict[str, float]:
+    """Clean accuracy (whole test set), accuracy on labels y + 1 and, when `attacked`, robust accuracy per eps
+    and step count and the lower of the step counts per eps."""
+    row = {"clean": 1 - _metrics(run_dir)["test_error"], "next_label": _accuracy_on_next_label(run_dir, device)}
+    if not attacked:
+        log.info("%s: clean %.4f, on labels y+1 %.4f", name, row["clean"], row["next_label"])
+        return row
     eps_list = ",".join(f"{e:g}" for e in scale.eval_eps)
     subset = [f"num_examples={scale.eval_examples}"] if scale.eval_examples else []
     for steps in scale.eval_steps:
@@ -143,7 +160,6 @@ def _evaluate(stages: Stages, name: str, run_dir: Path, scale: Ilyas2019Scale, s
             row[f"robust@{result['eps']:g}/{steps}"] = 1 - result["adv_error"]
     for eps in scale.eval_eps:
         row[f"robust@{eps:g}"] = min(row[f"robust@{eps:g}/{steps}"] for steps in scale.eval_steps)
-    row["next_label"] = _accuracy_on_next_label(run_dir, device)
     log.info("%s: clean %.4f, %s, on labels y+1 %.4f", name, row["clean"],
              ", ".join(f"robust@{e:g} {row[f'robust@{e:g}']:.4f}" for e in scale.eval_eps), row["next_label"])
     return row
@@ -161,8 +177,7 @@ def _accuracy_on_next_label(run_dir: Path, device: torch.device) -> float:
 def _claims(results: dict[str, dict], constructed: dict[str, dict], reloaded: dict[str, dict],
             gaussian: list[dict], scale: Ilyas2019Scale) -> dict[str, Measurement]:
     small, large = (f"robust@{e:g}" for e in (scale.eval_eps[0], scale.eval_eps[-1]))
-    eps_note = f"L2 eps {scale.eval_eps[0]:g}" if len(scale.eval_eps) else ""
-    large_note = f"L2 eps {scale.eval_eps[-1]:g}"
+    eps_note, large_note = (f"L2 eps {e:g}" for e in (scale.eval_eps[0], scale.eval_eps[-1]))
 
     def value(name: str, key: str, note: str = "") -> Measurement:
         return Measurement(results[name][key], note)
@@ -190,13 +205,13 @@ def _claims(results: dict[str, dict], constructed: dict[str, dict], reloaded: di
         "ddet_clean_acc": value("D_det", "clean"),
         "drand_minus_ddet": Measurement(results["D_rand"]["clean"] - results["D_det"]["clean"]),
         "ddet_next_label_acc": value("D_det", "next_label", "test set relabelled (y + 1) mod C"),
-        "drand_success": Measurement(constructed["drand"]["targeted_success_rate"], "the source predicts t"),
-        "ddet_success": Measurement(constructed["ddet"]["targeted_success_rate"], "the source predicts t"),
+        "drand_success": Measurement(constructed["D_rand"]["targeted_success_rate"], "the source predicts t"),
+        "ddet_success": Measurement(constructed["D_det"]["targeted_success_rate"], "the source predicts t"),
         "reload_success_gap": Measurement(max(gaps), "D_rand and D_det reloaded from dataset.pt, re-scored by the "
                                           "source with `advx attack derived=...`"),
-        "dr_relative_distance": Measurement(constructed["robust"]["relative_distance"],
+        "dr_relative_distance": Measurement(constructed["D_R"]["relative_distance"],
                                             "mean ||g(z) - g(x)|| / ||g(x)||, robust model's g"),
-        "dnr_relative_distance": Measurement(constructed["nonrobust"]["relative_distance"],
+        "dnr_relative_distance": Measurement(constructed["D_NR"]["relative_distance"],
                                              "mean ||g(z) - g(x)|| / ||g(x)||, standard model's g"),
         "gaussian_condition_ratio": Measurement(robust["condition_number"] / standard["condition_number"],
                                                 f"eps {robust['eps']:g}: {robust['condition_number']:.3g} vs "
@@ -204,6 +219,21 @@ def _claims(results: dict[str, dict], constructed: dict[str, dict], reloaded: di
         "gaussian_alignment_standard": Measurement(standard["alignment"], "cos(Sigma^-1 mu, mu*), eps 0"),
         "gaussian_alignment_robust": Measurement(robust["alignment"], f"cos(Sigma^-1 mu, mu*), eps {robust['eps']:g}"),
         "gaussian_monotone": Measurement(monotone, f"{len(steps)} steps of the eps grid"),
+        **_robust_built_claims(results),
+    }
+
+
+def _robust_built_claims(results: dict[str, dict]) -> dict[str, Measurement]:
+    """Table 2's variants built from the robust model, when the scale builds them."""
+    if not all(name in results for name in ROBUST_BUILT):
+        skipped = Measurement(None, "scale.robust_relabel=false: not built")
+        return dict.fromkeys(("drand_robust_clean_acc", "ddet_robust_clean_acc", "ddet_robust_next_label_acc"),
+                             skipped)
+    return {
+        "drand_robust_clean_acc": Measurement(results["D_rand_robust"]["clean"], "D_rand built from the robust model"),
+        "ddet_robust_clean_acc": Measurement(results["D_det_robust"]["clean"], "D_det built from the robust model"),
+        "ddet_robust_next_label_acc": Measurement(results["D_det_robust"]["next_label"],
+                                                  "D_det built from the robust model, test labels (y + 1) mod C"),
     }
 
 
@@ -213,9 +243,11 @@ def _table(results: dict[str, dict], scale: Ilyas2019Scale) -> str:
     lines = ["| training set | clean acc | " + " | ".join(robust_heads) + " | acc on labels y+1 |",
              "|---" * (3 + len(scale.eval_eps)) + "|"]
     for name, label in ROWS.items():
+        if name not in results:
+            continue
         row = results[name]
-        robust = [" / ".join(f"{100 * row[f'robust@{e:g}/{s}']:.1f}" for s in scale.eval_steps)
-                  for e in scale.eval_eps]
+        robust = [" / ".join(f"{100 * row[f'robust@{e:g}/{s}']:.1f}" if f"robust@{e:g}/{s}" in row else "–"
+                             for s in scale.eval_steps) for e in scale.eval_eps]
         lines.append(f"| {label} | {100 * row['clean']:.2f} | " + " | ".join(robust) +
                      f" | {100 * row['next_label']:.1f} |")
     return "\n".join(lines)
@@ -227,8 +259,8 @@ def _plot_samples(standard_run: Path, derived: dict[str, Path], out: Path, data_
     dataset.val_size = 0
     original = load_dataset(dataset, torch.device("cpu")).train
     rows = [("D", *original.batch(torch.arange(count)))]
-    for kind, name in DERIVED.items():
-        images, labels, _ = read_derived(derived[kind])
+    for name in ("D_R", "D_NR", "D_rand", "D_det"):
+        images, labels, _ = read_derived(derived[name])
         rows.append((name, images[:count], labels[:count]))
     count = min(count, *(len(labels) for _, _, labels in rows))
     fig, axes = figure((1.3 * count, 1.5 * len(rows)), rows=len(rows), cols=count)
