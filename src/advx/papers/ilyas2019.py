@@ -1,9 +1,10 @@
 """ilyas2019: "Adversarial Examples Are Not Bugs, They Are Features" (Ilyas, Santurkar, Tsipras, Engstrom, Tran,
 Madry; NeurIPS 2019).
 
-Stages: a standard and an L2-robust source model; from them the four derived datasets (`advx construct`:
-D_R from the robust model, D_NR, D_rand and D_det from the standard one), each checked by reloading it from disk;
-standard training on each derived dataset with the paper's per-dataset hyperparameters; then clean accuracy,
+Stages: a standard and an L2-robust source model; from them the derived datasets (`advx construct`: D_R from the
+robust model; D_NR, D_rand and D_det from the standard one; D_rand and D_det from the robust one too, Table 2's
+comparison), D_rand and D_det checked by reloading them from disk; standard training on each derived dataset
+with the paper's per-dataset hyperparameters; then clean accuracy,
 L2 PGD robust accuracy (the authors' rule: 20 and 100 steps of 2.5 eps / steps; the weaker of the two results
 counts) and accuracy on the test set relabelled y + 1 for every model. The Gaussian model of Section 4 is
 fitted numerically alongside. Figures: sample images of D, D_R, D_NR, D_rand and D_det side by side, and the
@@ -45,6 +46,7 @@ ROWS = {"D": "D, standard training", "D_adv": "D, adversarial training", "D_NR":
 
 
 def deviations(scale_name: str, scale: Ilyas2019Scale) -> list[tuple[str, str, str]]:
+    """Every choice the paper does not state, or that this scale changes, with the reason."""
     rows = [
         ("robust source recipe", f"L2 PGD, eps {scale.train_eps:g}, 7 steps of eps/5, no random start, "
          f"clean-loss weight alpha {scale.robust_alpha:g}",
