@@ -89,7 +89,8 @@ def make_plan(cfg: ConstructConfig, train_labels: torch.Tensor, num_classes: int
 
 def construct(model: torch.nn.Module, train: Split, plan: Plan, cfg: ConstructConfig, runtime: Runtime, out: Path,
               bars: Bars) -> list[dict[str, torch.Tensor]]:
-    """Build (or finish) every chunk of the plan in `out`; returns all chunks in order.
+    """Build (or finish) every chunk of the plan in `out`; returns all chunks in order, on the CPU (saved and
+    freshly built ones alike, so the whole dataset never sits on the device).
 
     A chunk is {"images": float32 [n, C, H, W], "labels": [n], and "distance", "target_norm" (inversion) or
     "success" (relabelling) [n]}.
@@ -100,7 +101,8 @@ def construct(model: torch.nn.Module, train: Split, plan: Plan, cfg: ConstructCo
     for number, begin in enumerate(starts):
         chunk = load_chunk(out, number)
         if chunk is None:
-            chunk = _build_chunk(model, train, plan, slice(begin, begin + cfg.chunk_size), cfg, runtime)
+            built = _build_chunk(model, train, plan, slice(begin, begin + cfg.chunk_size), cfg, runtime)
+            chunk = {key: value.detach().cpu() for key, value in built.items()}
             save_chunk(out, number, chunk)
         chunks.append(chunk)
         bars.advance(task, by=len(chunk["labels"]), info=_chunk_info(chunk))

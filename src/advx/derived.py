@@ -34,8 +34,8 @@ def chunk_path(out: Path, index: int) -> Path:
 
 
 def save_chunk(out: Path, index: int, chunk: dict[str, torch.Tensor]) -> None:
-    """One finished chunk: images float32 [n, C, H, W], labels [n] and per-example statistics [n], on the CPU."""
-    save_torch(chunk_path(out, index), {k: v.detach().cpu() for k, v in chunk.items()})
+    """One finished chunk (CPU tensors): images float32 [n, C, H, W], labels [n], per-example statistics [n]."""
+    save_torch(chunk_path(out, index), chunk)
 
 
 def load_chunk(out: Path, index: int) -> dict[str, torch.Tensor] | None:

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
-from advx.data import load_dataset
+from advx.data import Split, load_dataset
 from advx.derived import read_derived
+from advx.evaluate import error_rate
 from advx.gaussian import GaussianTask, fit_path
 from advx.pipeline import Measurement, Outcome, Stages
 from advx.plots import figure, save
 from advx.runs import load_model
+from advx.runtime import Runtime
 from advx.schema import Ilyas2019Config, Ilyas2019Scale
 from advx.tasks import trained_dataset
 
@@ -167,13 +169,12 @@ def _evaluate(stages: Stages, name: str, run_dir: Path, scale: Ilyas2019Scale, s
     return row
 
 
-@torch.no_grad()
 def _accuracy_on_next_label(run_dir: Path, device: torch.device) -> float:
     """Accuracy on the clean test set relabelled (y + 1) mod C (the paper's Table 10 check for D_det)."""
     model, spec = load_model(run_dir, device)
     test = load_dataset(trained_dataset(run_dir, None), device).test
-    hits = sum(int((model(x).argmax(1) == (y + 1) % spec["num_classes"]).sum()) for x, y in test.batches(1000))
-    return hits / len(test)
+    relabelled = Split(test.images, (test.labels + 1) % spec["num_classes"])
+    return 1 - error_rate(model, relabelled, Runtime.from_config(device=device.type))
 
 
 def _claims(results: dict[str, dict], constructed: dict[str, dict], reloaded: dict[str, dict],
