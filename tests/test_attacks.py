@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
+
 import pytest
 import torch
 
-from advx.attacks import Attack, attack_mode, fgsm, pgd, sign_noise, uniform_noise
-from advx.data import load_dataset
-from advx.evaluate import attack_metrics
+from advx.attacks import Attack, default_clip, fgsm, pgd, sign_noise, uniform_noise
+from advx.data import Split, load_dataset
+from advx.errors import ConfigError
+from advx.evaluate import attack_metrics, error_rate
+from advx.hydra_bridge import compose_job, group_options
 from advx.models import build_model
-from advx.runtime import Runtime, seed_everything
-from advx.schema import DatasetConfig, LoopConfig, OptimConfig, RegimeConfig
+from advx.runtime import Runtime, eval_mode, seed_everything
+from advx.schema import AttackConfig, DatasetConfig, LoopConfig, OptimConfig, RegimeConfig
+from advx.spheres import relu_mlp
 from advx.train import fit
 
 CPU = Runtime.from_config(device="cpu", progress=False)
@@ -45,11 +51,35 @@ def test_pgd_stays_in_the_ball_and_the_box(trained, norm, clip):
 
 
 def test_fgsm_is_one_unprojected_pgd_step(trained):
+    """x + eps * sign(grad): every pixel moves by exactly eps, except where the input gradient is exactly zero
+    (sign(0) = 0; dead ReLUs and max-pooling leave such pixels), which stay put."""
     model, _, x, y = trained
     expected = pgd(model, x, y, eps=0.2, norm="linf", steps=1, step_size=0.2, random_start=False, clip=False,
                    project=False)
-    assert torch.equal(fgsm(model, x, y, eps=0.2), expected)
-    assert torch.allclose((fgsm(model, x, y, eps=0.2) - x).abs(), torch.full_like(x, 0.2))
+    x_adv = fgsm(model, x, y, eps=0.2)
+    assert torch.equal(x_adv, expected)
+    with eval_mode(model):
+        x_grad = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_grad), y, reduction="sum"), x_grad)
+    moved = grad != 0
+    assert moved.float().mean() > 0.5  # the premise: most pixels have a gradient
+    assert torch.allclose((x_adv - x).abs()[moved], torch.full_like(x[moved], 0.2))
+    assert torch.equal(x_adv[~moved], x[~moved])
+    assert torch.equal((x_adv - x).sign()[moved], grad.sign()[moved])  # ascends the loss
+
+
+def test_fgsm_leaves_an_example_with_zero_gradient_unmoved():
+    """The premise above, made deterministic: a saturated softmax (p = 1 in fp32) has an exactly zero input
+    gradient, so sign(0) = 0 and FGSM moves nothing, while an unsaturated example moves by eps everywhere."""
+    model = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1000.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+        model.bias.zero_()
+    x, y = torch.tensor([[1.0, 0.2, 0.3, 0.4], [0.01, 0.02, 0.3, 0.4]]), torch.tensor([0, 1])
+    x_adv = fgsm(model, x, y, eps=0.1)
+    assert torch.equal(x_adv[0], x[0])  # class 0 wins by a logit margin of ~1000: the gradient is exactly 0
+    assert torch.allclose((x_adv[1] - x[1]).abs()[:2], torch.full((2,), 0.1))  # nonzero gradient: moved by eps
+    assert torch.equal(x_adv[1, 2:], x[1, 2:])  # zero weights, zero gradient: unmoved
 
 
 def robust_accuracy(model, data, attack):
@@ -115,11 +145,79 @@ def test_custom_objective_hook(trained):
     assert distance(z, None).mean() < 0.7 * start
 
 
-def test_attack_mode_restores_the_model(trained):
+def test_eval_mode_restores_the_model(trained):
     model, _, x, y = trained
     model.train()
     fgsm(model, x[:4], y[:4], eps=0.1)
     assert model.training and all(p.requires_grad for p in model.parameters())
-    with attack_mode(model):
+    with eval_mode(model):
         assert not model.training and not any(p.requires_grad for p in model.parameters())
     model.eval()
+
+
+def bn_mlp() -> torch.nn.Module:
+    """Gilmer et al.'s batch-norm ReLU MLP, small, with running statistics that differ from a fresh model's."""
+    torch.manual_seed(0)
+    model = relu_mlp(10, width=16, depth=2, classes=4)
+    with torch.no_grad():
+        model(torch.randn(64, 10) * 3 + 1)  # move the running statistics away from their initial values
+    return model.train()
+
+
+def bn_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for b in model.buffers()]
+
+
+def test_targeted_attack_on_a_batch_norm_model_in_train_mode():
+    """The class probe of a targeted attack runs in eval mode: no crash on one example, no statistics update."""
+    model = bn_mlp()
+    before = bn_buffers(model)
+    x, y = torch.randn(8, 10), torch.arange(8) % 4
+    attack = Attack(name="pgd", eps=0.5, norm="l2", steps=3, targeted=True, target="next")
+    x_adv = attack(model, x, y)
+    assert model.training and x_adv.shape == x.shape
+    assert all(torch.equal(a, b) for a, b in zip(bn_buffers(model), before, strict=True))
+
+
+def test_evaluation_leaves_the_model_in_its_mode_and_batch_norm_untouched():
+    model = bn_mlp()
+    before = bn_buffers(model)
+    split = Split(torch.randn(40, 10), torch.arange(40) % 4, boxed=False)
+    expected = copy.deepcopy(model).eval()
+    metrics = attack_metrics(model, split, Attack(name="fgsm", eps=0.1), CPU, batch_size=16)
+    assert model.training
+    assert all(torch.equal(a, b) for a, b in zip(bn_buffers(model), before, strict=True))
+    with torch.no_grad():
+        clean_error = (expected(split.images).argmax(1) != split.labels).float().mean().item()
+    assert metrics["clean_error"] == pytest.approx(clean_error)  # scored with the running statistics
+    assert error_rate(model, split, CPU, batch_size=16) == pytest.approx(clean_error)
+    assert model.training
+
+
+def test_clipping_is_refused_on_data_without_a_box():
+    model = bn_mlp()
+    split = Split(torch.randn(8, 10), torch.arange(8) % 4, boxed=False)
+    with pytest.raises(ConfigError, match="attack.clip=true clips to the \\[0, 1\\] box"):
+        attack_metrics(model, split, Attack(name="pgd", eps=0.1, steps=2), CPU)
+    assert attack_metrics(model, split, Attack(name="pgd", eps=0.1, steps=2, clip=False), CPU)["mean_linf"] > 0
+
+
+ATTACK_FUNCTIONS = {"fgsm": fgsm, "pgd": pgd, "sign_noise": sign_noise, "uniform_noise": uniform_noise}
+
+
+@pytest.mark.parametrize("option", group_options("attack"))
+def test_clip_defaults_agree_everywhere(option):
+    """One rule (attacks.py): the PGD family clips by default, FGSM and noise do not. The function default, the
+    Attack dataclass, the schema and the conf/attack YAML agree for every attack."""
+    composed = compose_job("train", [f"attack={option}"]).attack
+    name = composed.name
+    assert composed.clip == default_clip(name) == Attack(name=name, eps=0.1).clip == AttackConfig(name=name).clip
+    if name in ATTACK_FUNCTIONS:
+        assert inspect.signature(ATTACK_FUNCTIONS[name]).parameters["clip"].default == default_clip(name)
+    assert default_clip(name) == (name == "pgd")
+
+
+@pytest.mark.parametrize("option", group_options("regime"))
+def test_regime_clip_defaults_follow_the_same_rule(option):
+    composed = compose_job("train", [f"regime={option}"]).regime
+    assert composed.clip == RegimeConfig(name=composed.name).clip == (composed.name == "pgd_adv")

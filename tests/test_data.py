@@ -9,8 +9,17 @@ import pytest
 import torch
 
 from advx.data import load_dataset
-from advx.errors import DataError
-from advx.schema import DatasetConfig
+from advx.errors import ConfigError, DataError
+from advx.runtime import held_out_generator, seed_everything
+from advx.schema import (
+    AttackConfig,
+    AttackTaskConfig,
+    ConstructTaskConfig,
+    DatasetConfig,
+    RegimeConfig,
+    ReproduceTaskConfig,
+    TrainTaskConfig,
+)
 
 CPU = torch.device("cpu")
 MNIST_DIR = Path(os.environ.get("ADVX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -22,8 +31,13 @@ def test_synthetic_has_the_requested_shape(shape, dims):
     data = load_dataset(DatasetConfig(name="synthetic", shape=shape, train_size=100, test_size=50, val_size=20), CPU)
     assert data.input_shape == dims
     assert (len(data.train), len(data.val), len(data.test)) == (80, 20, 50)
-    x, y = next(data.train.batches(16, torch.Generator().manual_seed(0)))
-    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1 and y.shape == (16,)
+    batches = list(data.train.batches(16, torch.Generator().manual_seed(0)))
+    x, y = batches[0]
+    assert x.dtype == torch.float32 and x.shape == (16, *dims) and y.shape == (16,)
+    assert [len(b[1]) for b in batches] == [16] * 5  # every example once, in a shuffled order
+    seen = torch.cat([b[0] for b in batches]).flatten(1).sum(1)
+    assert torch.equal(seen.sort().values, data.train.images.flatten(1).float().div(255).sum(1).sort().values)
+    assert not torch.equal(torch.cat([b[1] for b in batches]), data.train.labels)
 
 
 @needs_mnist
@@ -59,6 +73,7 @@ def test_gcn_zca_whitens_the_training_split():
     assert eigenvalues.max() <= 1 + 1e-3 and eigenvalues.max() > 0.5
     x, _ = data.test.batch(torch.arange(4))
     assert x.dtype == torch.float32 and (x.min() < 0 or x.max() > 1)  # no [0, 1] box in this space
+    assert not data.boxed and not data.train.boxed  # so attacks and regimes may not clip
 
 
 def test_augment_shifts_and_flips_without_changing_pixels():
@@ -77,3 +92,53 @@ def test_augment_shifts_and_flips_without_changing_pixels():
     for a, b in zip(shifted, x, strict=True):  # each output is x moved by at most 2 pixels, zero filled
         assert any(torch.equal(a, torch.nn.functional.pad(b, (2, 2, 2, 2))[:, 2 + dy:10 + dy, 2 + dx:10 + dx])
                    for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 1234, 2**31 - 1])
+def test_no_run_seed_trains_on_the_spheres_held_out_sets(seed):
+    """The spheres' test and validation sets come from a seed no run can use: a run's training stream (its
+    seed_everything generator) never replays them, whatever its seed (1234 used to replay the test set)."""
+    data = load_dataset(DatasetConfig(name="spheres", dim=5, test_size=64, val_size=32, train_size=64), CPU)
+    assert not data.boxed and not data.test.boxed and not data.train.boxed
+    x, _ = next(data.train.batches(64, seed_everything(seed)))
+    for held_out in (data.test.images, data.val.images):
+        assert not torch.isclose(x[:, None], held_out[None]).all(-1).any()  # no training point is a held-out one
+
+
+def test_held_out_generators_differ_from_every_run_generator():
+    held_out = torch.rand(8, generator=held_out_generator(5))
+    assert torch.equal(held_out, torch.rand(8, generator=held_out_generator(5)))  # reproducible
+    for run_seed in (0, 5, 2**31 - 1):
+        assert not torch.equal(held_out, torch.rand(8, generator=seed_everything(run_seed)))
+    with pytest.raises(ValueError, match="held-out stream"):
+        held_out_generator(2**31)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31])
+@pytest.mark.parametrize("schema", [TrainTaskConfig, AttackTaskConfig, ConstructTaskConfig, ReproduceTaskConfig])
+def test_run_seeds_outside_0_to_2_pow_31_are_refused(schema, seed):
+    with pytest.raises(ConfigError, match=r"^seed must be in \[0, 2\*\*31\), got -?\d+$"):
+        schema(seed=seed)
+    if schema is not ReproduceTaskConfig:  # (which also needs a paper)
+        schema(seed=2**31 - 1)  # the largest run seed is fine
+
+
+def test_a_seed_out_of_range_fails_on_the_command_line(advx):
+    result = advx("train", "seed=-1", "dataset=synthetic", "runtime=cpu")
+    assert result.exit_code == 2
+    assert "seed must be in [0, 2**31), got -1" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("dataset", "group"), [
+    (DatasetConfig(name="spheres"), "regime"), (DatasetConfig(name="spheres"), "attack"),
+    (DatasetConfig(name="synthetic", preprocess="gcn_zca"), "regime"),
+    (DatasetConfig(name="synthetic", preprocess="gcn_zca"), "attack"),
+])
+def test_clipping_data_without_a_box_is_refused_by_the_schema(dataset, group):
+    clipped = {"regime": RegimeConfig(name="pgd_adv"), "attack": AttackConfig(name="pgd")}  # PGD clips by default
+    unclipped = {"regime": RegimeConfig(name="standard"), "attack": AttackConfig(name="none")}
+    message = f"^{group}.clip=true clips to the \\[0, 1\\] box, but .* set {group}.clip=false$"
+    with pytest.raises(ConfigError, match=message):
+        TrainTaskConfig(dataset=dataset, **{**unclipped, group: clipped[group]})
+    TrainTaskConfig(dataset=dataset, **unclipped)
+    TrainTaskConfig(dataset=DatasetConfig(name="synthetic"), **clipped)  # pixels in [0, 1]: clipping is fine

@@ -20,9 +20,11 @@ def test_every_model_maps_inputs_to_logits(option):
     x = torch.rand(3, *shape)
     logits = model(x)
     assert logits.shape == (3, classes)
-    assert model.features(x).shape[0] == 3
+    assert torch.allclose(model.head(model.features(x)), logits)  # the split representation attacks rely on
     p = probabilities(logits, model.output)
-    assert ((p >= 0) & (p <= 1)).all()
+    if model.output == "softmax":
+        assert torch.allclose(p.sum(1), torch.ones(3))
+    assert torch.equal(p.argmax(1), logits.argmax(1))  # probabilities are monotone in the logits
     assert torch.isfinite(per_example_loss(logits, torch.tensor([0, 1, 1]), model.output)).all()
 
 

@@ -3,11 +3,14 @@
 Every attack has the call shape `attack(model, x, y) -> x_adv` with x, x_adv [B, C, H, W] in pixel units
 (in [0, 1] when clipping) and integer labels y [B]. Conventions (Madry et al. 2018; the robustness and
 torchattacks libraries):
-- the model runs in eval mode with parameter gradients off; gradients are taken w.r.t. the input only and the
-  model's mode is restored afterwards;
+- the model runs in eval mode with parameter gradients off (`runtime.eval_mode`, as every evaluation does);
+  gradients are taken w.r.t. the input only and the model's mode is restored afterwards;
 - each step ascends the loss (descends it towards the target when targeted), then projects onto the eps
-  ball, then clips to the [0, 1] box (optional: the spheres of Gilmer et al. have no box); the random start is
-  projected and clipped too;
+  ball, then clips to the [0, 1] box; the random start is projected and clipped too;
+- clipping to the box is optional, and one rule sets its default everywhere (these functions, `Attack`, the
+  config schemas and conf/*.yaml): clip defaults to True for PGD-family attacks (Madry et al. clip) and to
+  False for FGSM and the noise baselines, which Goodfellow et al. (2015) never clip (`default_clip`). Data
+  with no [0, 1] box (GCN+ZCA, the spheres of Gilmer et al.) refuses clip=True (`data.require_box`);
 - with restarts, an example counts as robust only if no restart fools the model: the first successful
   restart is kept, else the one with the highest loss;
 - FGSM (Goodfellow et al. 2015) is a single unprojected Linf step of size eps from x.
@@ -15,13 +18,13 @@ torchattacks libraries):
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from advx.models import per_example_loss
+from advx.runtime import eval_mode
 
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_adv [B,...], labels [B]) -> loss [B]
 LogitsHook = Callable[[torch.Tensor], None]
@@ -61,22 +64,13 @@ class L2Threat:
 
 
 THREATS = {"linf": LinfThreat, "l2": L2Threat}
+CLIPPED_BY_DEFAULT = ("pgd", "pgd_adv")  # Madry et al. clip every PGD step; Goodfellow's FGSM and noise never clip
 
 
-@contextlib.contextmanager
-def attack_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration; both restored afterwards."""
-    was_training = model.training
-    grad_flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        for p, flag in zip(model.parameters(), grad_flags, strict=True):
-            p.requires_grad_(flag)
+def default_clip(name: str) -> bool:
+    """Whether an attack (none | fgsm | pgd | sign_noise | uniform_noise) or a training regime (standard |
+    fgsm_adv | pgd_adv | noise) clips to [0, 1] by default: only the PGD family does."""
+    return name in CLIPPED_BY_DEFAULT
 
 
 def classification_objective(model: torch.nn.Module, on_logits: LogitsHook | None = None) -> Objective:
@@ -127,7 +121,7 @@ def pgd(
     objective = objective or classification_objective(model, on_logits)
     sign = -1.0 if targeted else 1.0
     x = x.detach()
-    with attack_mode(model):
+    with eval_mode(model):
         best = x.clone()
         best_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -212,7 +206,11 @@ class Attack:
     restarts: int = 1
     targeted: bool = False
     target: str = "random"
-    clip: bool = True
+    clip: bool | None = None  # None: default_clip(name), True for pgd, False for fgsm and noise
+
+    def __post_init__(self) -> None:
+        if self.clip is None:
+            object.__setattr__(self, "clip", default_clip(self.name))
 
     @property
     def sees_clean_logits(self) -> bool:
@@ -231,7 +229,7 @@ class Attack:
             return uniform_noise(x, eps=self.eps, clip=self.clip)
         goal = y
         if self.targeted:
-            with torch.no_grad():
+            with eval_mode(model), torch.no_grad():  # train mode would update (or, on one example, break) BN
                 num_classes = model(x[:1]).shape[1]
             goal = target_labels(y, num_classes, self.target)
         return pgd(model, x, goal, eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.step_size,

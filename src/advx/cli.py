@@ -113,11 +113,15 @@ def construct(ctx: typer.Context, kind: str = typer.Argument(
 def reproduce(ctx: typer.Context, paper: str = typer.Argument(..., help="the paper, e.g. goodfellow2015")) -> None:
     """Re-run a paper: `advx reproduce goodfellow2015 scale=cpu`.
 
-    Each stage (a train or attack run) lands in its own dir under outputs/reproduce/PAPER-SCALE-seedN/stages/,
-    keyed by its resolved config: a second invocation, or one after a kill, reuses finished stages and resumes
-    unfinished ones. Writes report.md (paper vs ours, verdicts, deviations, environment), report.json and the
-    figures. Scales: smoke (seconds, synthetic data), cpu (real MNIST on a CPU), paper (the paper's sizes, GPU).
-    `-m seed=0,1,2` runs seeds and the sweep dir gets a report with mean and std per claim.
+    Each stage (a train, construct or attack run) lives in the stage store every reproduction shares
+    (outputs/stages/, `store=DIR`), keyed by its config, the digests of the data and upstream artifacts it reads,
+    and advx's code: a second invocation, or one after a kill, reuses finished stages and resumes unfinished ones;
+    a retrained upstream stage or changed code reruns what depends on it. `reuse=any` also reuses stages made by
+    other code (the report lists them with that code's version). Writes report.md / report.json to
+    outputs/reproduce/PAPER-SCALE-seedN/: the paper's claims (reproduced, deviates, inconclusive, not_run; judged
+    on 95% intervals where a value has one) and the self-checks apart, deviations, stages, environment, figures.
+    Scales: smoke (seconds, synthetic data, no verdicts), cpu (real MNIST on a CPU), paper (the paper's sizes,
+    GPU). `-m seed=0,1,2` runs seeds and the sweep dir gets a report judging each claim's mean on its 95% interval.
     """
     _run("reproduce", [f"paper={paper}", *ctx.args])
 

@@ -12,6 +12,10 @@
 Both are `attacks.pgd`: inversion is PGD descending a representation distance in an unbounded ball. Every
 random choice is drawn up front from the seed (`plan`), and chunks are saved as they finish, so a killed
 construction restarts after its last saved chunk and ends with the same dataset as an uninterrupted one.
+
+Constructions always run in fp32, whatever `runtime.precision` says: inversion matches representations to
+small relative distances over a thousand steps and relabelling pushes examples just across a decision boundary,
+and both are precision-sensitive (bf16 autocast changes which examples succeed and by how much).
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from advx.attacks import attack_mode, pgd
+from advx.attacks import pgd
 from advx.data import Split
 from advx.derived import load_chunk, save_chunk
 from advx.progress import Bars
-from advx.runtime import Runtime
+from advx.runtime import Runtime, eval_mode
 from advx.schema import ConstructConfig
 
 
@@ -36,7 +40,7 @@ def representation_inversion(model: torch.nn.Module, x_target: torch.Tensor, x_s
 
     Returns z, the final distance ||g(z) - g(x_target)||_2 [B] and the target's norm ||g(x_target)||_2 [B].
     """
-    with attack_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         target = model.features(x_target).flatten(1).float()
 
     def distance(z: torch.Tensor, _unused: torch.Tensor) -> torch.Tensor:
@@ -45,7 +49,7 @@ def representation_inversion(model: torch.nn.Module, x_target: torch.Tensor, x_s
     unused = torch.zeros(len(x_start), dtype=torch.long, device=x_start.device)
     z = pgd(model, x_start, unused, eps=math.inf, norm="l2", steps=steps, step_size=step_size, targeted=True,
             project=False, clip=True, objective=distance)
-    with attack_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         final = distance(z, unused)
     return z, final, target.norm(dim=1)
 
@@ -55,7 +59,7 @@ def targeted_relabel(model: torch.nn.Module, x: torch.Tensor, targets: torch.Ten
     """Targeted L2 PGD towards `targets` [B] (Ilyas et al. 2019, Sec. 3.2); x_adv and whether the model now
     predicts the target [B] (bool)."""
     x_adv = pgd(model, x, targets, eps=eps, norm="l2", steps=steps, step_size=step_size, targeted=True, clip=True)
-    with attack_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         return x_adv, model(x_adv).argmax(1) == targets
 
 
@@ -90,7 +94,8 @@ def make_plan(cfg: ConstructConfig, train_labels: torch.Tensor, num_classes: int
 def construct(model: torch.nn.Module, train: Split, plan: Plan, cfg: ConstructConfig, runtime: Runtime, out: Path,
               bars: Bars) -> list[dict[str, torch.Tensor]]:
     """Build (or finish) every chunk of the plan in `out`; returns all chunks in order, on the CPU (saved and
-    freshly built ones alike, so the whole dataset never sits on the device).
+    freshly built ones alike, so the whole dataset never sits on the device). Computes in fp32: `runtime`'s
+    precision is ignored here (see the module docstring).
 
     A chunk is {"images": float32 [n, C, H, W], "labels": [n], and "distance", "target_norm" (inversion) or
     "success" (relabelling) [n]}.
@@ -101,7 +106,7 @@ def construct(model: torch.nn.Module, train: Split, plan: Plan, cfg: ConstructCo
     for number, begin in enumerate(starts):
         chunk = load_chunk(out, number)
         if chunk is None:
-            built = _build_chunk(model, train, plan, slice(begin, begin + cfg.chunk_size), cfg, runtime)
+            built = _build_chunk(model, train, plan, slice(begin, begin + cfg.chunk_size), cfg)
             chunk = {key: value.detach().cpu() for key, value in built.items()}
             save_chunk(out, number, chunk)
         chunks.append(chunk)
@@ -109,12 +114,12 @@ def construct(model: torch.nn.Module, train: Split, plan: Plan, cfg: ConstructCo
     return chunks
 
 
-def _build_chunk(model, train: Split, plan: Plan, part: slice, cfg: ConstructConfig, runtime: Runtime,
-                 ) -> dict[str, torch.Tensor]:
+def _build_chunk(model, train: Split, plan: Plan, part: slice, cfg: ConstructConfig) -> dict[str, torch.Tensor]:
+    """One chunk, in fp32: autocast is off even inside a caller's autocast region (precision-sensitive)."""
     device = train.labels.device
     x, _ = train.batch(plan.index[part].to(device))
     labels = plan.labels[part].to(device)
-    with runtime.autocast():
+    with torch.autocast(device_type=device.type, enabled=False):
         if cfg.inverts:
             x_start, _ = train.batch(plan.start[part].to(device))
             z, distance, norm = representation_inversion(model, x, x_start, steps=cfg.steps, step_size=cfg.step_size)

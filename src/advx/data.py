@@ -5,6 +5,9 @@ MNIST and CIFAR-10 are read once through torchvision from `data_dir` (the layout
 by `randperm` indices and converted to float in [0, 1] per batch; normalisation is the model's job.
 A derived dataset (Ilyas et al. 2019; `advx construct`) has float32 training images and borrows the clean
 test split of the dataset it was derived from.
+
+Held-out data that no run may train on (the spheres' test and validation sets, the synthetic dataset) is drawn
+from `runtime.held_out_generator` streams, which no run seed can replay.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from pathlib import Path
 
 import torch
 
-from advx.errors import DataError
+from advx.errors import ConfigError, DataError
+from advx.runtime import held_out_generator
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
-SYNTHETIC_SEED = 1234  # the synthetic dataset is one fixed dataset, whatever the run's seed
+SYNTHETIC_STREAM = 1  # held-out stream of the synthetic dataset: one fixed dataset whatever the run's seed
+SPHERES_STREAM = 1234  # held-out stream of the spheres' test and validation sets
 
 
 @dataclass
@@ -29,6 +34,7 @@ class Split:
 
     images: torch.Tensor
     labels: torch.Tensor
+    boxed: bool = True  # pixels in [0, 1], where attacks may clip; False for GCN+ZCA and spheres
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -48,7 +54,7 @@ class Split:
             yield self.batch(order[start:start + batch_size])
 
     def head(self, n: int | None) -> Split:
-        return self if n is None else Split(self.images[:n], self.labels[:n])
+        return self if n is None else Split(self.images[:n], self.labels[:n], self.boxed)
 
 
 @dataclass
@@ -60,6 +66,7 @@ class SphereStream:
     radius_outer: float
     samples: int
     device: torch.device
+    boxed: bool = False  # points on spheres: no [0, 1] box
 
     def __len__(self) -> int:
         return self.samples
@@ -84,8 +91,21 @@ class Dataset:
     std: list[float]
 
     @property
+    def boxed(self) -> bool:
+        """True when inputs live in the [0, 1] box (attacks and training regimes may clip)."""
+        return self.test.boxed
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.test.images.shape[1:])
+
+
+def require_box(clip: bool, data: Split | SphereStream | Dataset, key: str) -> None:
+    """Refuse clip=True on data without a [0, 1] box (GCN+ZCA, spheres), where clipping would silently cut the
+    eps ball with a box the data does not live in. `key` names the setting in the one-line ConfigError."""
+    if clip and not data.boxed:
+        raise ConfigError(f"{key}=true clips to the [0, 1] box, but this data has none (GCN+ZCA preprocessing or "
+                          f"spheres); set {key}=false")
 
 
 def load_dataset(cfg, device: torch.device) -> Dataset:
@@ -114,17 +134,18 @@ def load_dataset(cfg, device: torch.device) -> Dataset:
         raise DataError(f"dataset.val_size={cfg.val_size} leaves no training data ({len(train_y)} examples)")
     if cfg.preprocess == "gcn_zca":
         train_x, test_x = gcn_zca(train_x[:len(train_x) - cfg.val_size], train_x, test_x)
+    boxed = cfg.preprocess != "gcn_zca"  # the whitened space has no [0, 1] box
     val = None
     if cfg.val_size:
-        val = Split(train_x[-cfg.val_size:].to(device), train_y[-cfg.val_size:].to(device))
+        val = Split(train_x[-cfg.val_size:].to(device), train_y[-cfg.val_size:].to(device), boxed)
         train_x, train_y = train_x[:-cfg.val_size], train_y[:-cfg.val_size]
     pixels = train_x.float().div(255) if train_x.dtype == torch.uint8 else train_x
     dims = [0, 2, 3]
     return Dataset(
         name=cfg.name,
-        train=Split(train_x.to(device), train_y.to(device)),
+        train=Split(train_x.to(device), train_y.to(device), boxed),
         val=val,
-        test=Split(test_x.to(device), test_y.to(device)),
+        test=Split(test_x.to(device), test_y.to(device), boxed),
         num_classes=num_classes,
         mean=pixels.mean(dim=dims).tolist(),
         std=pixels.std(dim=dims).clamp_min(1e-3).tolist(),
@@ -132,12 +153,15 @@ def load_dataset(cfg, device: torch.device) -> Dataset:
 
 
 def _spheres(cfg, device: torch.device) -> Dataset:
-    """Fresh training samples every batch; fixed held-out sets (seeded apart from training) for val and test."""
+    """Fresh training samples every batch (from the run's generator); fixed val and test sets from the held-out
+    stream, which no run seed replays."""
     from advx.spheres import sample_spheres
 
-    generator = torch.Generator().manual_seed(SYNTHETIC_SEED)
-    test = Split(*sample_spheres(cfg.test_size or 10000, cfg.dim, cfg.radius_outer, generator, device))
-    val = Split(*sample_spheres(cfg.val_size, cfg.dim, cfg.radius_outer, generator, device)) if cfg.val_size else None
+    generator = held_out_generator(SPHERES_STREAM)
+    test = Split(*sample_spheres(cfg.test_size or 10000, cfg.dim, cfg.radius_outer, generator, device), boxed=False)
+    val = None
+    if cfg.val_size:
+        val = Split(*sample_spheres(cfg.val_size, cfg.dim, cfg.radius_outer, generator, device), boxed=False)
     stream = SphereStream(cfg.dim, cfg.radius_outer, cfg.train_size or 100_000, device)
     return Dataset("spheres", stream, val, test, 2, mean=[0.0], std=[1.0])
 
@@ -199,10 +223,11 @@ def _read_torchvision(name: str, dataset_class, root: Path, folder: Path, layout
 def synthetic(shape: str, num_classes: int, train_size: int, test_size: int):
     """A learnable toy dataset: smooth random class prototypes plus pixel noise, as uint8 images.
 
-    shape: "mnist" -> [N, 1, 28, 28], "cifar" -> [N, 3, 32, 32]. Balanced labels; fixed seed.
+    shape: "mnist" -> [N, 1, 28, 28], "cifar" -> [N, 3, 32, 32]. Balanced labels; one fixed dataset whatever the
+    run's seed (drawn from the held-out seed, so a run's own generator never replays its test split).
     """
     channels, side = (1, 28) if shape == "mnist" else (3, 32)
-    generator = torch.Generator().manual_seed(SYNTHETIC_SEED)
+    generator = held_out_generator(SYNTHETIC_STREAM)
     coarse = torch.rand(num_classes, channels, 7, 7, generator=generator)
     prototypes = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
 

@@ -3,6 +3,9 @@
 Rates are fractions in [0, 1]. Confidence is the probability the model gives its predicted class (for sigmoid
 and RBF outputs the independent per-class probability). Goodfellow et al. (2015) report the adversarial error
 with the mean confidence on misclassified examples; both are here, with the overall mean too.
+
+Every function runs the model under `runtime.eval_mode` (eval mode, no parameter gradients) and leaves it in
+the mode it was given: batch-norm statistics are never updated by an evaluation.
 """
 
 from __future__ import annotations
@@ -10,22 +13,20 @@ from __future__ import annotations
 import torch
 
 from advx.attacks import Attack
-from advx.data import Split
+from advx.data import Split, require_box
 from advx.models import probabilities
 from advx.progress import Bars
-from advx.runtime import Runtime
+from advx.runtime import Runtime, eval_mode
 
 
 @torch.no_grad()
 def error_rate(model: torch.nn.Module, split: Split, runtime: Runtime, batch_size: int = 1000) -> float:
-    """Fraction of `split` the model misclassifies (eval mode restored to the caller's mode)."""
-    was_training = model.training
-    model.eval()
+    """Fraction of `split` the model misclassifies, in [0, 1] (eval mode; the caller's mode restored)."""
     wrong = torch.zeros((), device=split.labels.device)
-    for x, y in split.batches(batch_size):
-        with runtime.autocast():
-            wrong += (model(x).argmax(1) != y).sum()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in split.batches(batch_size):
+            with runtime.autocast():
+                wrong += (model(x).argmax(1) != y).sum()
     return wrong.item() / max(len(split), 1)
 
 
@@ -36,9 +37,27 @@ def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime
 
     Returns fractions: clean_error, adv_error, adv_confidence (mean over all examples),
     adv_confidence_wrong (mean over misclassified adversarial examples), clean_confidence, and
-    perturbation sizes linf / l2 (means over examples).
+    perturbation sizes linf / l2 (means over examples). The model runs in eval mode; its mode is restored.
+    Raises ConfigError when the attack clips (`attack.clip`) on a split without a [0, 1] box.
     """
-    model.eval()
+    require_box(attack.clip, split, "attack.clip")
+    with eval_mode(model):
+        sums = _attack_sums(model, split, attack, runtime, source, batch_size, bars)
+    values = {k: v.item() for k, v in sums.items()}
+    n = max(len(split), 1)
+    return {
+        "eps": attack.eps,
+        "clean_error": values["clean_wrong"] / n,
+        "adv_error": values["adv_wrong"] / n,
+        "adv_confidence": values["adv_conf"] / n,
+        "adv_confidence_wrong": values["adv_conf_wrong"] / max(values["adv_wrong"], 1),
+        "clean_confidence": values["clean_conf"] / n,
+        "mean_linf": values["linf"] / n,
+        "mean_l2": values["l2"] / n,
+    }
+
+
+def _attack_sums(model, split, attack, runtime, source, batch_size, bars) -> dict[str, torch.Tensor]:
     crafter = source if source is not None else model
     output = getattr(model, "output", "softmax")
     sums = {k: torch.zeros((), device=split.labels.device) for k in
@@ -65,15 +84,4 @@ def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime
             delta = (x_adv - x).flatten(1).float()
             sums["linf"] += delta.abs().amax(1).sum()
             sums["l2"] += delta.norm(dim=1).sum()
-    values = {k: v.item() for k, v in sums.items()}
-    n = max(len(split), 1)
-    return {
-        "eps": attack.eps,
-        "clean_error": values["clean_wrong"] / n,
-        "adv_error": values["adv_wrong"] / n,
-        "adv_confidence": values["adv_conf"] / n,
-        "adv_confidence_wrong": values["adv_conf_wrong"] / max(values["adv_wrong"], 1),
-        "clean_confidence": values["clean_conf"] / n,
-        "mean_linf": values["linf"] / n,
-        "mean_l2": values["l2"] / n,
-    }
+    return sums

@@ -10,7 +10,6 @@ Typer owns the sub-commands; Hydra owns configs, sweeps (`-m`), launchers and ru
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +24,11 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from advx import resources
 from advx.errors import ConfigError, first_line
+from advx.papers import PAPERS
 from advx.schema import (
     MODEL_SCHEMAS,
-    PAPER_SCHEMAS,
     AttackConfig,
     AttackTaskConfig,
     ConstructConfig,
@@ -41,7 +41,7 @@ from advx.schema import (
     TrainTaskConfig,
 )
 
-CONF_DIR = Path(os.environ.get("ADVX_CONF_DIR", Path(__file__).resolve().parents[2] / "conf"))
+CONF_DIR = resources.conf_dir()  # $ADVX_CONF_DIR, the checkout's conf/, or the copy in an installed wheel
 GROUPS = ("dataset", "model", "optim", "regime", "attack", "runtime", "experiment", "paper", "construct")
 RESUMABLE = ("train", "construct")  # commands whose run dir can be continued with resume=<dir>
 # Hydra's own flags and whether each takes a value; they must precede the overrides.
@@ -59,8 +59,8 @@ def register_schemas() -> None:
     store.store(name="attack_schema", node=AttackTaskConfig)
     store.store(name="reproduce_schema", node=ReproduceTaskConfig)
     store.store(name="construct_schema", node=ConstructTaskConfig)
-    for name, schema in PAPER_SCHEMAS.items():
-        store.store(group="schema/paper", name=name, node=schema)
+    for name, module in PAPERS.items():
+        store.store(group="schema/paper", name=name, node=module.Config)
     for group, schema in (("dataset", DatasetConfig), ("optim", OptimConfig), ("attack", AttackConfig),
                           ("regime", RegimeConfig), ("runtime", RuntimeConfig), ("construct", ConstructConfig)):
         store.store(group=f"schema/{group}", name="base", node=schema)

@@ -18,18 +18,20 @@ import io
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from advx.errors import CheckpointError, first_line
+from advx.errors import CheckpointError, ConfigError, first_line
 from advx.models import Classifier, build_model
+from advx.provenance import code_version
+from advx.schema import DatasetConfig
 
-MODEL_FILE, SIDECAR_FILE, STATE_FILE = "model.pt", "model.json", "checkpoint/last.pt"
+CONFIG_FILE, MODEL_FILE, SIDECAR_FILE, STATE_FILE = "config.yaml", "model.pt", "model.json", "checkpoint/last.pt"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -70,17 +72,8 @@ def save_torch(path: Path, obj: Any) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def environment(runtime_info: dict) -> dict:
-    """What produced a run: versions, machine, device, git commit and command line."""
+    """What produced a run: versions (advx's code version among them), machine, device and command line."""
     import torchvision
 
     from advx import __version__
@@ -88,7 +81,7 @@ def environment(runtime_info: dict) -> dict:
     return {
         "advx": __version__, "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "git_sha": git_sha(), "argv": sys.argv, **runtime_info,
+        "torch_threads": torch.get_num_threads(), "code": code_version(), "argv": sys.argv, **runtime_info,
     }
 
 
@@ -125,3 +118,25 @@ def load_model(run_dir: str | Path, device: torch.device) -> tuple[Classifier, d
         raise CheckpointError(f"checkpoint {weights} does not match its model {spec['model']}: "
                               f"{first_line(error)}") from None
     return model.to(device).eval(), spec
+
+
+def trained_config(run: Path) -> dict:
+    """The resolved config a run recorded in its config.yaml (plain YAML: no interpolations are left)."""
+    config_file = Path(run) / CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError(f"{run} is not a training run dir ({config_file} not found)")
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{config_file} is damaged ({first_line(error)}); rerun what made {run}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict):
+        raise ConfigError(f"{config_file} is damaged (no dataset section); rerun the command that made {run}")
+    return config
+
+
+def trained_dataset(run: Path, data_dir: str | None) -> DatasetConfig:
+    """The dataset a run was trained on, from its resolved config (data_dir optionally replaced)."""
+    section = dict(trained_config(run)["dataset"])
+    if data_dir:
+        section["data_dir"] = data_dir
+    return DatasetConfig(**section)

@@ -1,18 +1,25 @@
-"""Where and how tensors compute: device, autocast precision, torch.compile and seeding, chosen once.
+"""Where and how tensors compute: device, autocast precision, torch.compile, eval mode and seeding, chosen once.
 
 `Runtime.from_config` resolves `device=auto` / `precision=auto` a single time; everything else asks the
 resulting object (no import-time device globals).
+
+Seeds: a run's seed lies in [0, 2**31) (the config schemas check it); data that no run may train on (test sets,
+Monte Carlo error rates, searches) comes from `held_out_generator`, seeded in [2**31, 2**32), so no run seed can
+replay it. Not 2**32 and up: torch's CPU generator keeps only the low 32 bits of a seed (2**32 + s replays s).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from advx.errors import ConfigError
+
+RUN_SEED_LIMIT = 2**31  # run seeds lie in [0, 2**31); held-out generators are seeded in [2**31, 2**32)
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,37 @@ class Runtime:
         return info
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the duration; both restored afterwards.
+
+    Every evaluation runs under it (attacks, error rates, Monte Carlo rates, constructions), so batch norm uses
+    its running statistics and never updates them, dropout is off, and the caller's mode comes back intact.
+    """
+    was_training = model.training
+    grad_flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for p, flag in zip(model.parameters(), grad_flags, strict=True):
+            p.requires_grad_(flag)
+
+
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed python and torch (CPU and CUDA); returns a CPU generator for data order."""
+    """Seed python and torch (CPU and CUDA) with a run seed in [0, 2**31); returns a CPU generator for data
+    order."""
     random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def held_out_generator(stream: int) -> torch.Generator:
+    """A CPU generator for held-out draws (test sets, Monte Carlo rates, searches) that no run seed replays:
+    seeded with 2**31 + stream, above every run seed and below 2**32. `stream` in [0, 2**31) picks one."""
+    if not 0 <= stream < RUN_SEED_LIMIT:
+        raise ValueError(f"held-out stream must be in [0, 2**31), got {stream}")
+    return torch.Generator().manual_seed(RUN_SEED_LIMIT + stream)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
-
 from advx.errors import ConfigError
+
+MISSING: Any = "???"  # OmegaConf's missing-value marker is this string: no omegaconf import in the core
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -29,6 +29,17 @@ def _check(condition: bool, message: str) -> None:
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _check_seed(seed: int) -> None:
+    # held-out data is seeded in [2**31, 2**32) (runtime.held_out_generator): no run seed may reach it
+    _check(0 <= seed < 2**31, f"seed must be in [0, 2**31), got {seed}")
+
+
+def _default_clip(name: str) -> bool:
+    from advx.attacks import default_clip  # the one rule, in attacks.py (imported late: schema stays torch-free)
+
+    return default_clip(name)
 
 
 @dataclass
@@ -198,11 +209,13 @@ class AttackConfig:
     restarts: int = 1
     targeted: bool = False
     target: str = "random"  # random | next  (next: t = (y + 1) mod C)
-    clip: bool = True  # clip to the [0,1] box after every step (Goodfellow 2015 never clips)
+    clip: bool | None = None  # clip to the [0,1] box after every step; None: attacks.default_clip (pgd only)
     batch_size: int = 1000
 
     def __post_init__(self) -> None:
         _check_choice("attack.name", self.name, ("none", "fgsm", "pgd", "sign_noise", "uniform_noise"))
+        if self.clip is None:
+            self.clip = _default_clip(self.name)
         _check_choice("attack.norm", self.norm, NORMS)
         _check_choice("attack.target", self.target, ("random", "next"))
         values = self.eps if isinstance(self.eps, list | tuple) else [self.eps]
@@ -231,12 +244,14 @@ class RegimeConfig:
     step_size: float | None = None
     random_start: bool = False
     noise: str = "sign"  # noise regime: sign (x + eps*sign(N)) | uniform (x + U(-eps, eps))
-    clip: bool = False
+    clip: bool | None = None  # None: the regime attack's default (attacks.default_clip): pgd_adv clips, others not
 
     def __post_init__(self) -> None:
         _check_choice("regime.name", self.name, ("standard", "fgsm_adv", "pgd_adv", "noise"))
         _check_choice("regime.norm", self.norm, NORMS)
         _check_choice("regime.noise", self.noise, ("sign", "uniform"))
+        if self.clip is None:
+            self.clip = _default_clip(self.name)
         _check(0 <= self.alpha <= 1, f"regime.alpha must be in [0, 1], got {self.alpha}")
         _check(self.eps >= 0, f"regime.eps must be >= 0, got {self.eps}")
         _check(self.steps >= 1, f"regime.steps must be >= 1, got {self.steps}")
@@ -283,8 +298,17 @@ class TrainTaskConfig:
     attack: AttackConfig = MISSING  # evaluated on the test set when training ends (none: skip)
     runtime: RuntimeConfig = MISSING
     train: LoopConfig = field(default_factory=LoopConfig)
-    seed: int = 0
+    seed: int = 0  # in [0, 2**31): held-out data is seeded in [2**31, 2**32)
     resume: str | None = None  # a run dir to continue (the bridge reuses its overrides and directory)
+
+    def __post_init__(self) -> None:
+        _check_seed(self.seed)
+        dataset = self.dataset  # MISSING ("???") until composed
+        if isinstance(dataset, DatasetConfig) and (dataset.preprocess == "gcn_zca" or dataset.name == "spheres"):
+            data = "dataset.preprocess=gcn_zca" if dataset.preprocess == "gcn_zca" else "dataset=spheres"
+            for key, group in (("regime.clip", self.regime), ("attack.clip", self.attack)):  # data.require_box's rule
+                _check(not getattr(group, "clip", False),
+                       f"{key}=true clips to the [0, 1] box, but {data} has none; set {key}=false")
 
 
 @dataclass
@@ -300,6 +324,7 @@ class AttackTaskConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         _check_choice("split", self.split, ("test", "train"))
         _check(self.num_examples is None or self.num_examples > 0, "num_examples must be > 0 or null")
 
@@ -342,6 +367,9 @@ class ConstructTaskConfig:
     seed: int = 0  # picks the start images (inversion) and the random targets (drand)
     resume: str | None = None  # a construct run dir to continue (the bridge reuses its overrides and directory)
 
+    def __post_init__(self) -> None:
+        _check_seed(self.seed)
+
 
 MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "softmax": SoftmaxModelConfig,
@@ -358,131 +386,18 @@ MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
 
 
 @dataclass
-class Goodfellow2015Scale:
-    """Sizes of one scale of the goodfellow2015 pipeline (epochs per model family, ensemble size, ...)."""
-
-    dataset: str = "mnist"  # mnist | synthetic (smoke)
-    train_size: int | None = None
-    test_size: int | None = None
-    val_size: int = 0  # > 0 with patience: the paper's early stopping on a validation split
-    patience: int = 0
-    maxout_epochs: int = 30
-    maxout_schedule: str = "linear"  # linear: pylearn2's lr decay to 0.05x, compressed to the run | constant
-    adv_epochs: int = 20
-    control_epochs: int = 10  # sign / uniform noise, sigmoid-output maxout, ensemble members
-    softmax_epochs: int = 10
-    rbf_epochs: int = 10
-    logistic_epochs: int = 10
-    l1_epochs: int = 5
-    ensemble_members: int = 3  # the paper's ensemble has 12
-    large_units: int = 0  # 1600-unit variant (paper scale); 0 skips it
-    large_epochs: int = 0
-    rubbish_samples: int = 10000
-    cifar: bool = False  # the conv-maxout CIFAR-10 arm (needs CIFAR-10 on disk)
-    cifar_epochs: int = 0
-    cifar_synthetic: bool = False  # run the CIFAR arm on synthetic CIFAR-shaped data (tests)
-    cifar_channels: list[int] = field(default_factory=lambda: [96, 192, 192])
-    cifar_fc_units: int = 500
-
-    def __post_init__(self) -> None:
-        _check_choice("maxout_schedule", self.maxout_schedule, ("linear", "constant"))
-
-
-@dataclass
-class Goodfellow2015Config:
-    name: str = "goodfellow2015"
-    eps: float = 0.25  # the paper's MNIST FGSM size
-    cifar_eps: float = 0.1  # in GCN+ZCA space
-    eps_grid: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
-    l1: float = 0.0025
-    scales: dict[str, Goodfellow2015Scale] = field(default_factory=dict)
-
-
-@dataclass
-class Gilmer2018Scale:
-    """Sizes of one scale of the gilmer2018 pipeline."""
-
-    dims: list[int] = field(default_factory=lambda: [50, 100, 200, 500])
-    budgets: list[int] = field(default_factory=lambda: [1, 2, 4])  # epochs of fresh samples; one stage each
-    samples_per_epoch: int = 100_000
-    batch_size: int = 50
-    lr: float = 1e-4  # Adam, as in public reproductions
-    relu_width: int = 1000
-    relu_depth: int = 2
-    error_samples: int = 1_000_000  # Monte Carlo points per sphere for the error rate
-    search_points: int = 1000  # points whose nearest error is searched (d(E) is their mean)
-    search_steps: int = 400
-    search_step: float = 0.01  # chord length of a step, as a fraction of the radius
-    restarts: int = 2
-    calibration_mus: list[float] = field(default_factory=lambda: [0.01, 0.001])
-
-
-@dataclass
-class Gilmer2018Config:
-    name: str = "gilmer2018"
-    radius_outer: float = 1.3
-    scales: dict[str, Gilmer2018Scale] = field(default_factory=dict)
-
-
-@dataclass
-class Ilyas2019Scale:
-    """Sizes of one scale of the ilyas2019 pipeline."""
-
-    dataset: str = "cifar10"  # cifar10 (paper) | mnist (cpu) | synthetic (smoke)
-    train_size: int | None = None
-    test_size: int | None = None
-    model: list[str] = field(default_factory=lambda: ["model=resnet50"])  # overrides naming the architecture
-    source_epochs: int = 150  # the standard and the robust source models
-    source_step_every: int = 50  # their lr x 0.1 every this many epochs (the robustness library's default)
-    epochs: int = 150  # models trained on the derived datasets (not published; the library default)
-    step_every: int = 50
-    augment: str = "crop_flip"  # the paper's augmentation, where it is on (MNIST digits: crop only)
-    crop_padding: int = 4
-    train_eps: float = 0.5  # L2 radius of the robust source's adversarial training
-    robust_alpha: float = 0.0  # weight of the clean loss in the robust source's objective (the paper: 0)
-    eval_eps: list[float] = field(default_factory=lambda: [0.25, 0.5])  # robust accuracy at these L2 radii
-    eval_steps: list[int] = field(default_factory=lambda: [20, 100])  # the authors' rule: step 2.5 * eps / steps
-    eval_examples: int | None = None  # test examples under attack (None: all)
-    construct_examples: int | None = None  # training examples turned into derived ones (None: all)
-    invert_steps: int = 1000
-    invert_step_size: float = 0.1
-    relabel_eps: float = 0.5
-    relabel_steps: int = 100
-    relabel_step_size: float = 0.1
-    robust_relabel: bool = True  # also build D_rand / D_det from the robust model (Table 2's last comparison)
-    chunk_size: int = 500
-    gaussian_samples: int = 5000
-
-    def __post_init__(self) -> None:
-        _check_choice("dataset", self.dataset, ("cifar10", "mnist", "synthetic"))
-
-
-@dataclass
-class Ilyas2019Config:
-    name: str = "ilyas2019"
-    # the paper's training of models on derived datasets: SGD, momentum 0.9, weight decay 5e-4, batch 128, and
-    lr: dict[str, float] = field(default_factory=lambda: {"robust": 0.1, "nonrobust": 0.1, "drand": 0.01,
-                                                          "ddet": 0.1})
-    augmented: list[str] = field(default_factory=lambda: ["robust", "nonrobust", "drand"])  # D_det: off
-    gaussian_dim: int = 10
-    gaussian_smallest_std: float = 0.1  # variances from 0.01 to 1: a condition number of 100
-    gaussian_eps: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.5, 1.0, 2.0])
-    scales: dict[str, Ilyas2019Scale] = field(default_factory=dict)
-
-
-PAPER_SCHEMAS: dict[str, type] = {"goodfellow2015": Goodfellow2015Config, "gilmer2018": Gilmer2018Config,
-                                  "ilyas2019": Ilyas2019Config}
-
-
-@dataclass
 class ReproduceTaskConfig:
-    paper: Any = MISSING  # the paper's own schema (Goodfellow2015Config, ...)
+    paper: Any = MISSING  # the paper's own schema (`Config` of its module in advx.papers)
     scale: str = "cpu"  # smoke (seconds, synthetic data) | cpu (real data, a 2-core CPU) | paper (a GPU)
     seed: int = 0
+    store: str = "outputs/stages"  # the stage store every reproduction shares (relative to the working dir)
+    reuse: str = "exact"  # exact: reuse a stage only if made by this code from the same inputs | any: same inputs
     data_dir: str = "${oc.env:ADVX_DATA_DIR,data}"
     runtime: RuntimeConfig = MISSING
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         _check_choice("scale", self.scale, ("smoke", "cpu", "paper"))
+        _check_choice("reuse", self.reuse, ("exact", "any"))
         scales = getattr(self.paper, "scales", {})
         _check(self.scale in scales, f"paper {getattr(self.paper, 'name', '?')} has no scale {self.scale!r}")

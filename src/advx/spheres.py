@@ -11,6 +11,8 @@ theta follows (x_1 + 1) / 2 ~ Beta((d-1)/2, (d-1)/2), which gives both theta_c a
 sqrt(d) x_1 ~ N(0, 1) and d_cap ~ (a Phi(a) + phi(a)) / sqrt(d), a = Phi^-1(1 - mu).
 
 Distances are chords on the unit sphere (scale by the radius for another sphere). No [0, 1] box anywhere.
+Monte Carlo rates draw from held-out streams (`runtime.held_out_generator`) that no run seed replays, and every
+evaluation runs the model in eval mode (`runtime.eval_mode`), restoring the caller's mode.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from scipy import integrate, stats
 from torch import nn
+
+from advx.runtime import eval_mode, held_out_generator
 
 RADIUS_OUTER = 1.3  # Gilmer et al.'s outer radius; the inner one is 1
 
@@ -100,16 +104,18 @@ class ErrorRate:
 @torch.no_grad()
 def sphere_error_rate(model: nn.Module, dim: int, radius: float, label: int, samples: int, seed: int = 0,
                       device: torch.device | str = "cpu", batch_size: int = 100_000, keep: int = 0) -> ErrorRate:
-    """Errors of `model` on `samples` uniform points of the sphere of `radius` (true class `label`); keeps up to
-    `keep` of the misclassified points."""
-    generator = torch.Generator().manual_seed(seed)
+    """Errors of `model` (in eval mode, its mode restored) on `samples` uniform points of the sphere of `radius`
+    (true class `label`); keeps up to `keep` of the misclassified points. The points come from the held-out
+    stream `held_out_generator(seed)`, seed in [0, 2**31), which no training run replays."""
+    generator = held_out_generator(seed)
     errors, kept = 0, []
-    for start in range(0, samples, batch_size):
-        x = sample_sphere(min(batch_size, samples - start), dim, radius, generator, device)
-        wrong = model(x).argmax(1) != label
-        errors += int(wrong.sum())
-        if keep and sum(len(k) for k in kept) < keep:
-            kept.append(x[wrong][: keep - sum(len(k) for k in kept)])
+    with eval_mode(model):
+        for start in range(0, samples, batch_size):
+            x = sample_sphere(min(batch_size, samples - start), dim, radius, generator, device)
+            wrong = model(x).argmax(1) != label
+            errors += int(wrong.sum())
+            if keep and sum(len(k) for k in kept) < keep:
+                kept.append(x[wrong][: keep - sum(len(k) for k in kept)])
     return ErrorRate(errors, samples, torch.cat(kept) if kept else None)
 
 
@@ -191,10 +197,13 @@ def nearest_errors(model: nn.Module, x: torch.Tensor, label: int, *, step: float
     iterate ends the walk and a bisection along the great circle from x to it finds the boundary. Restart 0
     starts at x, the others at x moved by `noise` * r in
     a random tangent direction. Points already misclassified get 0; points with no error found get the
-    diameter 2r (a valid, loose upper bound).
+    diameter 2r (a valid, loose upper bound). The model runs in eval mode; its mode is restored.
     """
-    was_training = model.training
-    model.eval()
+    with eval_mode(model):
+        return _nearest_errors(model, x, label, step, steps, restarts, noise, bisections, generator)
+
+
+def _nearest_errors(model, x, label, step, steps, restarts, noise, bisections, generator) -> torch.Tensor:
     radius = x.norm(dim=1, keepdim=True)
     target = torch.full((x.shape[0],), label, device=x.device)
     with torch.no_grad():
@@ -208,7 +217,6 @@ def nearest_errors(model: nn.Module, x: torch.Tensor, label: int, *, step: float
             boundary = _bisect(model, x[hit], found[hit], target[hit], radius[hit], bisections)
             distance = (boundary - x[hit]).norm(dim=1)
             best[hit] = torch.minimum(best[hit], distance)
-    model.train(was_training)
     return best
 
 

@@ -1,6 +1,6 @@
 """Summaries of finished runs: a rich table on the terminal and `summary.csv` in a sweep dir.
 
-Used at the end of every `-m` sweep (through a Hydra callback) and by `advx report <dir>`.
+Used at the end of every `-m` sweep (through `callbacks.SweepSummaryCallback`) and by `advx report <dir>`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -33,7 +32,8 @@ def run_rows(directory: Path) -> list[dict[str, Any]]:
     rows, settings = [], []
     for path in metric_files:
         overrides_file = path.parent / ".hydra" / "overrides.yaml"
-        overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+        saved = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None
+        overrides = [str(o) for o in saved or []]
         settings.append(dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra")))
         rows.append(_scalars(json.loads(path.read_text())))
     keys = list(dict.fromkeys(k for s in settings for k in s))
@@ -75,17 +75,3 @@ def summarize(directory: str | Path) -> list[dict[str, Any]]:
         write_csv(directory / "summary.csv", rows)
         results_console.print(f"wrote {directory / 'summary.csv'}")
     return rows
-
-
-class SweepSummaryCallback(Callback):
-    """At the end of a `-m` sweep: the table of every job's final metrics and summary.csv in the sweep dir."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        directory = Path(config.hydra.sweep.dir)
-        if any(directory.glob("*/report.json")):
-            from advx.pipeline import aggregate_reports
-
-            aggregate_reports(directory)
-            results_console.print(f"wrote {directory / 'report.md'} (mean and std per claim over the runs)")
-        elif any(directory.glob("*/metrics.json")):
-            summarize(directory)

@@ -5,8 +5,11 @@ minibatch x, y):
 - standard: J(x, y).
 - fgsm_adv: alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J), y), the FGSM examples regenerated
   from the current parameters every minibatch, no gradient through sign() (Goodfellow et al. 2015, Sec. 6).
-- pgd_adv: the same mix with PGD examples; alpha = 0 is Madry et al. (2018).
+- pgd_adv: the same mix with PGD examples; alpha = 0 is Madry et al. (2018) and Ilyas et al.'s L2 recipe.
 - noise: the same mix with sign or uniform noise of size eps instead (Goodfellow 2015's controls).
+The perturbed inputs come from the same `attacks.Attack` that evaluation uses (`regime_attack`), crafted in
+eval mode and detached. Clean and perturbed halves are forwarded separately, so batch norm normalises each by
+its own statistics; at alpha = 0 the clean half is never forwarded in train mode at all.
 
 The full training state is saved after every epoch, so a killed run loses at most the epoch in progress and
 `fit` continues from the saved state bit for bit (model, optimiser, history, RNG streams).
@@ -22,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from advx.attacks import Attack, fgsm, pgd, sign_noise, uniform_noise
-from advx.data import Dataset, augment
+from advx.attacks import Attack
+from advx.data import Dataset, augment, require_box
 from advx.errors import CheckpointError, first_line
 from advx.evaluate import attack_metrics, error_rate
 from advx.models import Classifier, per_example_loss
@@ -62,26 +65,42 @@ def momentum(cfg: OptimConfig, epoch: int, epochs: int) -> float:
     return cfg.momentum + (cfg.momentum_final - cfg.momentum) * min(1.0, epoch / max(ramp - 1, 1))
 
 
-def perturb(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: RegimeConfig) -> torch.Tensor:
-    """The regime's training inputs in place of x: FGSM, PGD or noise examples of size regime.eps."""
-    if regime.name == "fgsm_adv":
-        return fgsm(model, x, y, eps=regime.eps, clip=regime.clip)
-    if regime.name == "pgd_adv":
-        return pgd(model, x, y, eps=regime.eps, norm=regime.norm, steps=regime.steps, step_size=regime.step_size,
-                   random_start=regime.random_start, clip=regime.clip)
-    noise = sign_noise if regime.noise == "sign" else uniform_noise
-    return noise(x, eps=regime.eps, clip=regime.clip)
+REGIME_ATTACKS = {"standard": "none", "fgsm_adv": "fgsm", "pgd_adv": "pgd"}  # noise: sign_noise | uniform_noise
+
+
+def regime_attack(regime: RegimeConfig, name: str | None = None) -> Attack:
+    """The Attack that makes the regime's perturbed inputs (FGSM, PGD or noise of size regime.eps), or attack
+    `name` with the regime's eps and clip (the FGSM early-stopping criterion). One construction path for both."""
+    if name is None:
+        name = f"{regime.noise}_noise" if regime.name == "noise" else REGIME_ATTACKS[regime.name]
+    return Attack(name=name, eps=regime.eps, norm=regime.norm, steps=regime.steps, step_size=regime.step_size,
+                  random_start=regime.random_start, clip=regime.clip)
+
+
+def trains_on_clean(regime: RegimeConfig) -> bool:
+    """False when the objective sees only perturbed inputs (alpha = 0: Madry et al.; Ilyas et al.'s L2 recipe)."""
+    return regime.name == "standard" or regime.alpha > 0
 
 
 def regime_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: RegimeConfig, output: str,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The regime's minibatch objective (a scalar) and the logits on the clean inputs [B, C] (for metrics)."""
+    """The regime's minibatch objective (a scalar) and logits [B, C] for the training-error metric.
+
+    x: [B, ...] inputs; y: [B] labels. The loss is alpha * J(x) + (1 - alpha) * J(x_adv), each term a mean over
+    the batch, with x_adv from `regime_attack` (crafted in eval mode, detached: no gradient flows through the
+    perturbation). Clean and perturbed batches are forwarded separately, so batch norm normalises each with
+    its own statistics. At alpha = 0 only x_adv is forwarded and the returned logits are x_adv's (the metric is
+    then the error on perturbed inputs, `train_perturbed_error`); otherwise they are the clean logits.
+    """
     if regime.name == "standard":
         logits = model(x)
         return per_example_loss(logits, y, output).mean(), logits
-    x_other = perturb(model, x, y, regime).detach()
-    logits = model(torch.cat([x, x_other]))  # one forward over clean and perturbed halves
-    clean, other = logits[: len(y)], logits[len(y):]
+    x_other = regime_attack(regime)(model, x, y).detach()
+    if not trains_on_clean(regime):  # alpha = 0: the clean batch must not touch batch-norm statistics
+        other = model(x_other)
+        return per_example_loss(other, y, output).mean(), other
+    clean = model(x)
+    other = model(x_other)
     loss = regime.alpha * per_example_loss(clean, y, output).mean()
     loss = loss + (1 - regime.alpha) * per_example_loss(other, y, output).mean()
     return loss, clean
@@ -135,6 +154,7 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
     `loop.early_stop_on` and restores the best weights. If `state_path` holds a saved state, training continues
     from it; the state is rewritten after every epoch.
     """
+    require_box(regime.clip, data.train, "regime.clip")  # GCN+ZCA and spheres have no [0, 1] box to clip to
     net = runtime.prepare(model)  # the module to call (compiled when asked); `model` keeps the parameters
     optimizer = make_optimizer(model, optim)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
@@ -143,6 +163,7 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
         state = TrainState.load(state_path, model, optimizer, scaler, generator)
         log.info("resuming after epoch %d of %d from %s", state.epoch + 1, loop.epochs, state_path)
     bars = bars or Bars(enabled=False)
+    error_key = "train_error" if trains_on_clean(regime) else "train_perturbed_error"
     epochs_task = bars.outer("epochs", total=loop.epochs, completed=state.epoch + 1)
     batches_per_epoch = -(-len(data.train) // loop.batch_size)
     for epoch in range(state.epoch + 1, loop.epochs):
@@ -174,14 +195,14 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": loss_sum.item() / len(data.train),
-            "train_error": wrong.item() / len(data.train),  # with dropout active
+            error_key: wrong.item() / len(data.train),  # with dropout active; on x_adv when alpha = 0
             "seconds": 0.0,
         }
         if data.val is not None:
             row["val_error"] = error_rate(net, data.val, runtime, loop.eval_batch_size)
             if loop.early_stop_on == "val_adv_error":
                 # Goodfellow's early-stopping criterion for adversarial training: FGSM error at the regime's eps
-                fgsm_at_eps = Attack(name="fgsm", eps=regime.eps, clip=regime.clip)
+                fgsm_at_eps = regime_attack(regime, "fgsm")
                 row["val_adv_error"] = attack_metrics(net, data.val, fgsm_at_eps, runtime,
                                                       batch_size=loop.eval_batch_size)["adv_error"]
         row["test_error"] = error_rate(net, data.test, runtime, loop.eval_batch_size)

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import logging
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from scipy import stats
 
-from advx.pipeline import Measurement, Outcome, Stages
+from advx.claims import Measurement, Outcome, inconclusive
 from advx.plots import figure, save
-from advx.runs import load_model
-from advx.schema import Gilmer2018Config, Gilmer2018Scale
+from advx.runs import load_model, write_csv
+from advx.runtime import held_out_generator
 from advx.spheres import (
     CapClassifier,
     QuadraticNet,
@@ -30,11 +31,38 @@ from advx.spheres import (
     sample_sphere,
     sphere_error_rate,
 )
+from advx.stages import Stages
 
 log = logging.getLogger("advx")
 
 
-def deviations(scale_name: str, scale: Gilmer2018Scale) -> list[tuple[str, str, str]]:
+@dataclass
+class Scale:
+    """Sizes of one scale of the gilmer2018 pipeline."""
+
+    dims: list[int] = field(default_factory=lambda: [50, 100, 200, 500])
+    budgets: list[int] = field(default_factory=lambda: [1, 2, 4])  # epochs of fresh samples; one stage each
+    samples_per_epoch: int = 100_000
+    batch_size: int = 50
+    lr: float = 1e-4  # Adam, as in public reproductions
+    relu_width: int = 1000
+    relu_depth: int = 2
+    error_samples: int = 1_000_000  # Monte Carlo points per sphere for the error rate
+    search_points: int = 1000  # points whose nearest error is searched (d(E) is their mean)
+    search_steps: int = 400
+    search_step: float = 0.01  # chord length of a step, as a fraction of the radius
+    restarts: int = 2
+    calibration_mus: list[float] = field(default_factory=lambda: [0.01, 0.001])
+
+
+@dataclass
+class Config:
+    name: str = "gilmer2018"
+    radius_outer: float = 1.3
+    scales: dict[str, Scale] = field(default_factory=dict)
+
+
+def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
     return [
         ("ReLU network width", f"{scale.relu_width} units x {scale.relu_depth} layers, batch norm",
          "1000 x 2 at scale=paper; narrower nets fit the CPU budget"),
@@ -56,11 +84,11 @@ def deviations(scale_name: str, scale: Gilmer2018Scale) -> list[tuple[str, str, 
     ]
 
 
-def run(paper: Gilmer2018Config, scale: Gilmer2018Scale, stages: Stages, data_dir: str, seed: int, out: Path,
+def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, out: Path,
         device: torch.device) -> Outcome:
     points: list[dict] = []
-    quadratic_checks: list[tuple[float, float]] = []
-    calibration: list[float] = []
+    quadratic_checks: list[dict] = []
+    calibration: list[tuple[float, float, float]] = []
     for dim in scale.dims:
         data = ["dataset=spheres", f"dataset.dim={dim}", f"dataset.radius_outer={paper.radius_outer}",
                 f"dataset.train_size={scale.samples_per_epoch}", "optim=adam", f"optim.lr={scale.lr}",
@@ -74,7 +102,7 @@ def run(paper: Gilmer2018Config, scale: Gilmer2018Scale, stages: Stages, data_di
                                  seed, device)
                 points.append(point)
                 if kind == "quadratic":
-                    quadratic_checks.append((point["mu"], point["mu_analytic"]))
+                    quadratic_checks.append(point)
         for mu in scale.calibration_mus:
             calibration.append(_calibrate(mu, dim, scale, seed, device))
     _write_points(points, out)
@@ -83,13 +111,13 @@ def run(paper: Gilmer2018Config, scale: Gilmer2018Scale, stages: Stages, data_di
     return Outcome(measurements, figures)
 
 
-def _measure(run_dir: Path, kind: str, dim: int, samples: int, radius_outer: float, scale: Gilmer2018Scale,
+def _measure(run_dir: Path, kind: str, dim: int, samples: int, radius_outer: float, scale: Scale,
              seed: int, device: torch.device) -> dict:
     """mu (inner sphere), its upper bound, d(E) by search, the cap bound, and for quadratic nets the analytics."""
     model, _ = load_model(run_dir, device)
     rate = sphere_error_rate(model, dim, 1.0, 0, scale.error_samples, seed=seed + 1, device=device, keep=20000)
     outer = sphere_error_rate(model, dim, radius_outer, 1, scale.error_samples, seed=seed + 2, device=device)
-    generator = torch.Generator().manual_seed(seed + 3)
+    generator = held_out_generator(seed + 3)  # held out: no run seed replays these points
     x = sample_sphere(scale.search_points, dim, 1.0, generator, device)
     searched = nearest_errors(model, x, 0, step=scale.search_step, steps=scale.search_steps,
                               restarts=scale.restarts, generator=generator)
@@ -97,68 +125,116 @@ def _measure(run_dir: Path, kind: str, dim: int, samples: int, radius_outer: flo
     distances = searched
     if rate.examples is not None and len(rate.examples):  # every sampled error is an upper bound too
         distances = torch.minimum(searched, torch.cdist(x, rate.examples).min(1).values)
-    mu_for_bound = rate.rate
-    point = {"model": kind, "dim": dim, "samples": samples, "mu": rate.rate, "mu_upper": rate.upper,
-             "mu_for_bound": mu_for_bound, "errors": rate.errors, "n": rate.samples, "outer_error": outer.rate,
-             "d_E": float(distances.mean()), "d_E_search_only": float(searched.mean()), "not_found": not_found,
-             "d_cap": cap_bound(mu_for_bound, dim) if rate.errors else float("inf")}
-    point["ratio"] = point["d_E"] / point["d_cap"] if rate.errors else float("nan")
+    # d(E) is an upper estimate (search and sampled errors); its sampling error over the search points is kept too
+    d_e, d_e_se = float(distances.mean()), float(distances.std() / len(distances) ** 0.5) if len(distances) > 1 else 0.0
+    point = {"model": kind, "dim": dim, "samples": samples, "mu": rate.rate, "mu_lower": rate.lower,
+             "mu_upper": rate.upper, "errors": rate.errors, "n": rate.samples, "outer_error": outer.rate,
+             "d_E": d_e, "d_E_se": d_e_se, "d_E_search_only": float(searched.mean()), "not_found": not_found}
+    if rate.errors:
+        # the bound falls as mu grows: the 95% interval of mu gives the bound's interval, and the ratio's
+        point.update(d_cap=cap_bound(rate.rate, dim), d_cap_low=cap_bound(rate.upper, dim),
+                     d_cap_high=cap_bound(rate.lower, dim) if rate.lower > 0 else float("inf"))
+        point.update(ratio=d_e / point["d_cap"], ratio_low=(d_e - 1.96 * d_e_se) / point["d_cap_high"],
+                     ratio_high=(d_e + 1.96 * d_e_se) / point["d_cap_low"])
+    else:
+        point.update(d_cap=float("inf"), d_cap_low=float("inf"), d_cap_high=float("inf"), ratio=float("nan"),
+                     ratio_low=float("nan"), ratio_high=float("nan"))
     head = model.head
     if isinstance(head, QuadraticNet):
         eigenvalues = head.eigenvalues()
         point.update(perfect=head.is_perfect(radius_outer), mu_analytic=head.analytic_error_rates(radius_outer)[0],
                      lambda_min=float(eigenvalues.min()), lambda_max=float(eigenvalues.max()))
-    log.info("%s d=%d after %d samples: mu=%.3g (%d/%d), d(E)=%.4f, d_cap=%.4f, ratio %.3f", kind, dim, samples,
-             rate.rate, rate.errors, rate.samples, point["d_E"], point["d_cap"], point["ratio"])
+    log.info("%s d=%d after %d samples: mu=%.3g (%d/%d), d(E)<=%.4f, d_cap=%.4f, ratio %.3f [%.3f, %.3f]", kind, dim,
+             samples, rate.rate, rate.errors, rate.samples, point["d_E"], point["d_cap"], point["ratio"],
+             point["ratio_low"], point["ratio_high"])
     return point
 
 
-def _calibrate(mu: float, dim: int, scale: Gilmer2018Scale, seed: int, device: torch.device) -> float:
-    """|found d(E) / d_cap(mu) - 1| for the analytic cap classifier (the search's calibration)."""
+def _calibrate(mu: float, dim: int, scale: Scale, seed: int, device: torch.device) -> tuple[float, float, float]:
+    """|found d(E) / d_cap(mu) - 1| for the analytic cap classifier (the search's calibration), with its 95%
+    interval from the sampling error of the mean over the search points: (gap, low, high)."""
     classifier = CapClassifier(mu, dim).to(device)
-    generator = torch.Generator().manual_seed(seed + 4)
+    generator = held_out_generator(seed + 4)
     x = sample_sphere(max(scale.search_points, 4000), dim, 1.0, generator, device)
     found = nearest_errors(classifier, x, 0, step=scale.search_step, steps=max(scale.search_steps, 400), restarts=1)
-    gap = abs(float(found.mean()) / cap_bound(mu, dim) - 1)
-    log.info("calibration d=%d mu=%g: found %.4f vs d_cap %.4f (gap %.4f)", dim, mu, float(found.mean()),
-             cap_bound(mu, dim), gap)
-    return gap
+    bound = cap_bound(mu, dim)
+    mean, half = float(found.mean()), 1.96 * float(found.std()) / len(found) ** 0.5
+    ratios = ((mean - half) / bound, mean / bound, (mean + half) / bound)
+    gap = abs(ratios[1] - 1)
+    low = 0.0 if ratios[0] <= 1 <= ratios[2] else min(abs(r - 1) for r in (ratios[0], ratios[2]))
+    high = max(abs(r - 1) for r in (ratios[0], ratios[2]))
+    log.info("calibration d=%d mu=%g: found %.4f vs d_cap %.4f (gap %.4f [%.4f, %.4f])", dim, mu, mean, bound, gap,
+             low, high)
+    return gap, low, high
 
 
-def _claims(all_points: list[dict], quadratic: list[tuple[float, float]], calibration: list[float],
+def _claims(all_points: list[dict], quadratic: list[dict], calibration: list[tuple[float, float, float]],
             ) -> dict[str, Measurement]:
+    """The bound's claims judged on intervals: each point's ratio d(E) / d_cap(mu) carries mu's 95% Clopper-Pearson
+    interval and d(E)'s sampling error (d(E) itself is an upper estimate of the nearest-error distance)."""
+    gaps, lows, highs = zip(*calibration, strict=True)
+    found = {"calibration_max_gap": Measurement(max(gaps), f"{len(gaps)} (d, mu) pairs; interval: the sampling "
+                                                "error of each mean", low=max(lows), high=max(highs)),
+             "quadratic_analytic_vs_mc": _analytic_vs_mc(quadratic)}
     # The bound needs mu > 0: a snapshot with no observed error (e.g. a perfect quadratic net) has no d(E) to test.
     points = [p for p in all_points if p["errors"] > 0]
     skipped = f"{len(all_points) - len(points)} snapshots without any observed error left out"
     if not points:
-        none = Measurement(None, f"no snapshot errs on the sampled sphere; {skipped}")
-        return {"bound_max_ratio": none, "bound_median_ratio": none, "collapse_spread": none,
-                "calibration_max_gap": Measurement(max(calibration)), "quadratic_analytic_vs_mc": none}
-    ratios = [p["ratio"] for p in points]
+        for claim in ("bound_max_ratio", "bound_median_ratio", "collapse_spread"):
+            found[claim] = inconclusive(f"no snapshot errs on the sampled sphere: no mistakes to condition on; "
+                                        f"{skipped}")
+        return found
     worst = max(points, key=lambda p: p["ratio"])
-    found = {
-        "bound_max_ratio": Measurement(max(ratios), f"{len(ratios)} points ({skipped}); worst: {worst['model']} "
-                                       f"d={worst['dim']} after {worst['samples']} samples"),
-        "bound_median_ratio": Measurement(statistics.median(ratios), f"{len(ratios)} points"),
-        "calibration_max_gap": Measurement(max(calibration), f"{len(calibration)} (d, mu) pairs"),
-    }
-    seen = [(mc, analytic) for mc, analytic in quadratic if mc >= 1e-3]
-    found["quadratic_analytic_vs_mc"] = (
-        Measurement(max(abs(a - mc) / mc for mc, a in seen), f"{len(seen)} snapshots with mu >= 1e-3") if seen else
-        Measurement(None, "no quadratic snapshot errs often enough (mu >= 1e-3) to compare with sampling"))
-    medians = {}
-    for dim in sorted({p["dim"] for p in points}):
-        collapsed = [p["d_E"] * p["dim"] ** 0.5 / (cap_bound_normal(p["mu_for_bound"], 1)) for p in points
-                     if p["dim"] == dim]
-        medians[dim] = statistics.median(collapsed)
-    found["collapse_spread"] = Measurement(max(medians.values()) / min(medians.values()),
-                                           "per-d medians: " + ", ".join(f"d={d}: {m:.2f}" for d, m in medians.items()))
+    found["bound_max_ratio"] = Measurement(
+        max(p["ratio"] for p in points), f"{len(points)} points ({skipped}); worst: {worst['model']} d={worst['dim']} "
+        f"after {worst['samples']} samples; d(E) is an upper estimate", low=max(p["ratio_low"] for p in points),
+        high=max(p["ratio_high"] for p in points))
+    found["bound_median_ratio"] = Measurement(
+        statistics.median(p["ratio"] for p in points), f"{len(points)} points; d(E) is an upper estimate",
+        low=statistics.median(p["ratio_low"] for p in points), high=statistics.median(p["ratio_high"] for p in points))
+    found["collapse_spread"] = _collapse_spread(points)
     return found
 
 
-def _write_points(points: list[dict], out: Path) -> None:
-    from advx.runs import write_csv
+def _analytic_vs_mc(quadratic: list[dict]) -> Measurement:
+    """Worst |analytic - mu| / mu over quadratic snapshots with mu >= 1e-3, over mu's interval as well."""
+    seen = [p for p in quadratic if p["mu"] >= 1e-3]
+    if not seen:
+        return inconclusive("no quadratic snapshot errs often enough (mu >= 1e-3) to compare with sampling")
 
+    def gaps(p: dict) -> tuple[float, float, float]:
+        a, ends = p["mu_analytic"], [abs(p["mu_analytic"] - m) / m for m in (p["mu_lower"], p["mu_upper"])]
+        # |a - m| / m falls then rises in m: its minimum is 0 when a lies inside the interval
+        low = 0.0 if p["mu_lower"] <= a <= p["mu_upper"] else min(ends)
+        return abs(a - p["mu"]) / p["mu"], low, max(ends)
+
+    worst = [gaps(p) for p in seen]
+    return Measurement(max(g[0] for g in worst), f"{len(seen)} snapshots with mu >= 1e-3",
+                       low=max(g[1] for g in worst), high=max(g[2] for g in worst))
+
+
+def _collapse_spread(points: list[dict]) -> Measurement:
+    """Largest over smallest per-d median of d(E) sqrt(d) / (a Phi(a) + phi(a)), a = Phi^-1(1 - mu); the interval
+    takes every point anywhere in its own interval (an outer bound)."""
+    def collapsed(p: dict, mu: float, d_e: float) -> float:
+        return d_e * p["dim"] ** 0.5 / cap_bound_normal(mu, 1)
+
+    medians = {}
+    for dim in sorted({p["dim"] for p in points}):
+        chosen = [p for p in points if p["dim"] == dim]
+        medians[dim] = (  # (point, lowest, highest): the value rises with mu and with d(E)
+            statistics.median(collapsed(p, p["mu"], p["d_E"]) for p in chosen),
+            statistics.median(collapsed(p, max(p["mu_lower"], 1e-300), p["d_E"] - 1.96 * p["d_E_se"])
+                              for p in chosen),
+            statistics.median(collapsed(p, p["mu_upper"], p["d_E"] + 1.96 * p["d_E_se"]) for p in chosen))
+    point = max(m[0] for m in medians.values()) / min(m[0] for m in medians.values())
+    high = max(m[2] for m in medians.values()) / min(m[1] for m in medians.values())
+    low = max(1.0, max(m[1] for m in medians.values()) / min(m[2] for m in medians.values()))
+    return Measurement(point, "per-d medians: " + ", ".join(f"d={d}: {m[0]:.2f}" for d, m in medians.items()),
+                       low=min(low, point), high=high)
+
+
+def _write_points(points: list[dict], out: Path) -> None:
     write_csv(out / "points.csv", points)
 
 
@@ -173,7 +249,7 @@ def _plot_bound(points: list[dict], dims: list[int], out: Path) -> str:
         ax.plot(mus, [cap_bound(m, dim) for m in mus], color=colour, lw=1, label=f"cap bound, d={dim}")
         for kind, marker in (("relu", "o"), ("quadratic", "s")):
             chosen = [p for p in points if p["dim"] == dim and p["model"] == kind and p["errors"]]
-            ax.scatter([p["mu_for_bound"] for p in chosen], [p["d_E"] for p in chosen], color=colour, marker=marker,
+            ax.scatter([p["mu"] for p in chosen], [p["d_E"] for p in chosen], color=colour, marker=marker,
                        s=22, label=f"{kind} nets (colour: d)" if i == 0 else None)
     ax.set_xscale("log")
     ax.set_xlabel("mu: error rate on the inner sphere (Monte Carlo)")
@@ -192,7 +268,7 @@ def _plot_collapse(points: list[dict], out: Path) -> str:
     ax.plot(a, a * stats.norm.cdf(a) + stats.norm.pdf(a), color="black", lw=1.2, label="a Phi(a) + phi(a)")
     for dim in sorted({p["dim"] for p in points}):
         chosen = [p for p in points if p["dim"] == dim and p["errors"]]
-        ax.scatter([stats.norm.isf(p["mu_for_bound"]) for p in chosen], [p["d_E"] * dim**0.5 for p in chosen],
+        ax.scatter([stats.norm.isf(p["mu"]) for p in chosen], [p["d_E"] * dim**0.5 for p in chosen],
                    s=20, label=f"d={dim}")
     ax.set_xlabel("a = Phi^-1(1 - mu)")
     ax.set_ylabel("d(E) sqrt(d)")
