@@ -58,12 +58,6 @@ class Measurement:
         if self.status == "not_run" and not self.note:
             raise ValueError("a measurement that was not run needs its reason in `note`")
 
-    @property
-    def interval(self) -> tuple[float, float]:
-        """(low, high); the value itself at both ends when no interval was given."""
-        assert self.value is not None
-        return (self.value if self.low is None else self.low, self.value if self.high is None else self.high)
-
 
 def inconclusive(note: str, value: float | None = None) -> Measurement:
     """A measurement that cannot be judged: the effect it needs is absent (say which in `note`)."""
@@ -144,12 +138,16 @@ def _number(claim: Claim, text: str) -> float:
         raise ConfigError(f"claim {claim.id}: criterion {claim.criterion!r} needs a number") from None
 
 
+def _bounds(claim: Claim) -> tuple[float, float]:
+    """The interval a measured claim is judged on: its own, or the value at both ends."""
+    return (claim.measured if claim.low is None else claim.low, claim.measured if claim.high is None else claim.high)
+
+
 def judge(claim: Claim, others: dict[str, Claim]) -> tuple[str, str]:
     """The verdict on `claim` (its measured value and interval set) and a note when it needs one."""
     if claim.measured is None:
         return "not_run", ""
-    low, high = (claim.measured if claim.low is None else claim.low), (claim.measured if claim.high is None
-                                                                       else claim.high)
+    low, high = _bounds(claim)
     op, operand = parse_criterion(claim)
     if op == "within":
         holds = [abs(v - claim.paper) <= operand for v in (low, high)]
@@ -165,8 +163,7 @@ def judge(claim: Claim, others: dict[str, Claim]) -> tuple[str, str]:
             raise ConfigError(f"claim {claim.id}: criterion refers to unknown claim {operand!r}")
         if reference.measured is None:
             return "not_run", f"needs {operand}, which was not measured"
-        ref_low = reference.measured if reference.low is None else reference.low
-        ref_high = reference.measured if reference.high is None else reference.high
+        ref_low, ref_high = _bounds(reference)
     else:
         ref_low = ref_high = operand
     compare = COMPARISONS[op]

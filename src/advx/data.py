@@ -23,6 +23,7 @@ from advx.runtime import held_out_generator
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
+MNIST_RAW, CIFAR10_FOLDER = Path("MNIST", "raw"), "cifar-10-batches-py"  # torchvision's layouts under data_dir
 SYNTHETIC_STREAM = 1  # held-out stream of the synthetic dataset: one fixed dataset whatever the run's seed
 SPHERES_STREAM = 1234  # held-out stream of the spheres' test and validation sets
 
@@ -189,11 +190,22 @@ def _keep_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int]
     return images[mask], relabel[labels[mask]]
 
 
+def dataset_files(name: str, data_dir: str | Path) -> list[Path]:
+    """The files dataset `name` reads from `data_dir` (none for generated data: synthetic, spheres)."""
+    root = Path(data_dir)
+    if name == "mnist":
+        return [root / MNIST_RAW / file for file in MNIST_FILES]
+    if name == "cifar10":
+        folder = root / CIFAR10_FOLDER
+        return sorted(folder.glob("*_batch*")) if folder.is_dir() else [folder / "data_batch_1"]
+    return []
+
+
 def _read_mnist(root: Path, download: bool):
     from torchvision.datasets import MNIST
 
-    raw = root / "MNIST" / "raw"
-    missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
+    raw = root / MNIST_RAW
+    missing = [path.name for path in dataset_files("mnist", root) if not path.is_file()]
     splits = _read_torchvision("MNIST", MNIST, root, raw, "MNIST/raw/", ", ".join(missing), download)
     return [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in splits]
 
@@ -201,9 +213,9 @@ def _read_mnist(root: Path, download: bool):
 def _read_cifar10(root: Path, download: bool):
     from torchvision.datasets import CIFAR10
 
-    folder = root / "cifar-10-batches-py"
+    folder = root / CIFAR10_FOLDER
     missing = "" if folder.is_dir() else "the python batches"
-    splits = _read_torchvision("CIFAR-10", CIFAR10, root, folder, "cifar-10-batches-py/", missing, download)
+    splits = _read_torchvision("CIFAR-10", CIFAR10, root, folder, f"{CIFAR10_FOLDER}/", missing, download)
     return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from advx.data import MNIST_FILES
+from advx.data import dataset_files
 from advx.errors import ConfigError
 from advx.jobs import run_attack, run_construct, run_training
 from advx.provenance import code_version, describe_code, file_digest
@@ -53,29 +53,22 @@ def run_digest(run_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def dataset_files(dataset: dict) -> list[Path]:
-    """The files a dataset config reads (empty for generated data: synthetic, spheres)."""
-    root = Path(dataset.get("data_dir") or ".")
-    if dataset["name"] == "mnist":
-        return [root / "MNIST" / "raw" / name for name in MNIST_FILES]
-    if dataset["name"] == "cifar10":
-        folder = root / "cifar-10-batches-py"
-        return sorted(folder.glob("*_batch*")) if folder.is_dir() else [folder / "data_batch_1"]
-    return []
-
-
 def _dataset_inputs(dataset: dict) -> dict[str, str]:
-    inputs = {f"data:{path.name}": file_digest(path) for path in dataset_files(dataset)}
+    files = dataset_files(dataset["name"], dataset.get("data_dir") or ".")
+    inputs = {f"data:{path.name}": file_digest(path) for path in files}
     if dataset["name"] == "derived":
         path = Path(dataset["path"])
-        inputs["derived"] = run_digest(path) if (path / "dataset.pt").is_file() else _released_digest(path)
+        inputs["derived"] = _derived_digest(path)
         meta = path / "derived.json"
         base = json.loads(meta.read_text())["source_dataset"] if meta.is_file() else {"name": dataset["base"]}
         inputs.update({f"base_{k}": v for k, v in _dataset_inputs({**base, "data_dir": dataset["data_dir"]}).items()})
     return inputs
 
 
-def _released_digest(path: Path) -> str:
+def _derived_digest(path: Path) -> str:
+    """An `advx construct` dir's digest, or that of the authors' released files in `path`."""
+    if (path / "dataset.pt").is_file():
+        return run_digest(path)
     return hashlib.sha256("".join(file_digest(path / n) for n in ("CIFAR_ims", "CIFAR_lab")).encode()).hexdigest()[:16]
 
 
@@ -98,8 +91,7 @@ def key_view(command: str, config: dict) -> tuple[dict, dict[str, str]]:
         if (origin / "config.yaml").is_file():
             inputs.update(_dataset_inputs(asdict(trained_dataset(origin, config.get("data_dir")))))
         if view.get("derived"):
-            derived = Path(view["derived"])
-            inputs["derived"] = run_digest(derived) if (derived / "dataset.pt").is_file() else _released_digest(derived)
+            inputs["derived"] = _derived_digest(Path(view["derived"]))
             view["derived"] = None
         view["data_dir"] = None
         view.pop("resume", None)
@@ -111,6 +103,11 @@ def _read_record(run_dir: Path) -> dict | None:
         return json.loads((run_dir / RECORD).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _code_key(code: dict) -> dict:
+    """The part of the code version a stage's key depends on (git sha and dirty flag are for people)."""
+    return {k: code.get(k) for k in ("advx", "source")}
 
 
 def _digest(data: Any) -> str:
@@ -176,7 +173,7 @@ class Stages:
         view, inputs = key_view(command, config)
         inputs_key = _digest({"command": command, "config": view, "inputs": inputs})
         code = code_version()
-        key = _digest({"inputs": inputs_key, "code": {k: code[k] for k in ("advx", "source")}})[:16]
+        key = _digest({"inputs": inputs_key, "code": _code_key(code)})[:16]
         out = self._find(key, inputs_key) or self.root / f"{name}-{key}"
         with self._lock(key):
             record = _read_record(out)
@@ -192,7 +189,7 @@ class Stages:
                 log.info("stage %s: reused %s", name, out)
                 ran = False
         metrics = json.loads((out / "metrics.json").read_text())
-        same = {k: record["code"].get(k) for k in ("advx", "source")} == {k: code[k] for k in ("advx", "source")}
+        same = _code_key(record["code"]) == _code_key(code)
         self.used.append(StageUse(name, command, out, ran, record["code"], same, metrics.get(seconds_key, 0.0)))
         return out, metrics
 
