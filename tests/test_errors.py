@@ -31,7 +31,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
         (["attack=fgsm", "attack.eps=-0.1"], ["attack.eps must be >= 0"]),
         (["attack=fgsm", "attack.eps=[0.1,-1]"], ["attack.eps must be >= 0"]),
         (["attack=fgsm", "attack.eps=big"], ["attack.eps must be a number"]),
-        (["model.input_include=1.5"], ["include probability"]),
+        (["model.input_include=1.5"], ["model.input_include must be in (0, 1]"]),
         (["runtime.device=tpu"], ["runtime.device='tpu'", "auto, cpu, cuda"]),
         (["-m", "seed=0,1", "optim.lr=0.1,-0.1"], ["optim.lr must be > 0"]),  # a bad job anywhere in the sweep
         (["train.patience=3"], ["train.patience needs a validation split"]),

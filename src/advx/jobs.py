@@ -81,8 +81,6 @@ def run_training(typed: TrainTaskConfig, out: Path, resolved_yaml: str) -> dict:
     """Fit the model into run dir `out` (continuing a saved state there), save it, evaluate `attack` on the
     test set; returns and writes the final metrics."""
     runtime = start_run(typed, out, resolved_yaml)
-    if typed.train.patience and not typed.dataset.val_size:
-        raise ConfigError("train.patience needs a validation split: set dataset.val_size > 0")
     generator = seed_everything(typed.seed)
     data = load_dataset(typed.dataset, runtime.device)
     hparams = {k: v for k, v in asdict(typed.model).items() if k != "name"}

@@ -1,8 +1,10 @@
-"""Structured-config schemas: the typed shape of every config group.
+"""Structured-config schemas: the typed shape of every config group, with the range of every number.
 
 Hydra merges the YAML files in `conf/` onto these dataclasses, so a value of the wrong type or a key that does
 not exist fails while the config is composed, before any work starts. `OmegaConf.to_object` then builds the
-dataclasses, and each `__post_init__` checks value ranges (eps >= 0, probabilities in (0, 1], ...).
+dataclasses, and `Checked.__post_init__` checks each numeric key against the `Bound` declared with it
+(`count(10)`: an integer >= 1; `ranged(0.5, 0, 1)`: a number in [0, 1]; lists element-wise and never empty;
+NaN and infinity never pass), then the rules that span keys (`validate`).
 
 The dataclasses are plain Python (no Hydra import): `hydra_bridge.py` registers them with Hydra's ConfigStore,
 and the library code receives them as ordinary typed objects.
@@ -10,8 +12,9 @@ and the library code receives them as ordinary typed objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from advx.errors import ConfigError
 
@@ -20,6 +23,7 @@ MISSING: Any = "???"  # OmegaConf's missing-value marker is this string: no omeg
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMS = ("linf", "l2")
+DATASET_CLASSES = {"mnist": 10, "cifar10": 10}  # labels of the image datasets on disk (synthetic: num_classes)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -36,6 +40,100 @@ def _check_seed(seed: int) -> None:
     _check(0 <= seed < 2**31, f"seed must be in [0, 2**31), got {seed}")
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a numeric key: low/high (None: unbounded), each end open or closed. A list value
+    must be non-empty and each element in range; None passes (the key's "off" or "all" value)."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            return False
+        if math.isinf(value):
+            return False
+        above = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        below = self.high is None or (value < self.high if self.open_high else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.open_high else '<='} {self.high:g}"
+        return "a finite number"
+
+    def check(self, key: str, value: Any) -> None:
+        """Raise ConfigError naming `key` unless `value` (a number, a list of numbers, or None) is in range."""
+        if value is None:
+            return
+        if isinstance(value, dict):
+            for name, item in value.items():
+                self.check(f"{key}.{name}", item)
+            return
+        if isinstance(value, list | tuple):
+            _check(len(value) > 0, f"{key} must not be empty")
+            for item in value:
+                _check(self.holds(item), f"{key} must be {self}, got {item!r} in {list(value)}")
+            return
+        _check(self.holds(value), f"{key} must be {self}, got {value!r}")
+
+
+def ranged(default: Any, low: float | None = None, high: float | None = None, *, open_low: bool = False,
+           open_high: bool = False) -> Any:
+    """A dataclass field whose value must lie in [low, high] (ends open when asked); see `Bound`."""
+    metadata = {"bound": Bound(low, high, open_low, open_high)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def count(default: Any) -> Any:
+    """An integer (or list of integers) >= 1: sizes, counts, widths, steps, epochs."""
+    return ranged(default, 1)
+
+
+def positive(default: Any) -> Any:
+    """A number (or list of numbers) > 0: learning rates, step sizes, radii that must move something."""
+    return ranged(default, 0, open_low=True)
+
+
+def non_negative(default: Any) -> Any:
+    """A number (or list of numbers) >= 0, where 0 means off or none."""
+    return ranged(default, 0)
+
+
+def probability(default: Any) -> Any:
+    """A number in [0, 1]."""
+    return ranged(default, 0, 1)
+
+
+class Checked:
+    """Base of every schema dataclass: each field's `Bound` is checked when the object is built (that is, when
+    a config is composed), then `validate` checks the rules that span several keys. `KEY` is the config
+    group's prefix in messages ("train" -> "train.epochs must be >= 1, got 0")."""
+
+    KEY: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for item in fields(self):  # type: ignore[arg-type]
+            bound = item.metadata.get("bound")
+            if bound is not None:
+                bound.check(self.key(item.name), getattr(self, item.name))
+        self.validate()
+
+    def key(self, name: str) -> str:
+        return f"{self.KEY}.{name}" if self.KEY else name
+
+    def validate(self) -> None:
+        """Rules between keys; subclasses extend it."""
+
+
 def _default_clip(name: str) -> bool:
     from advx.attacks import default_clip  # the one rule, in attacks.py (imported late: schema stays torch-free)
 
@@ -43,43 +141,59 @@ def _default_clip(name: str) -> bool:
 
 
 @dataclass
-class DatasetConfig:
+class DatasetConfig(Checked):
+    KEY: ClassVar[str] = "dataset"
+
     name: str = MISSING  # mnist | cifar10 | synthetic | spheres | derived (mnist_3v7 is mnist with classes=[3,7])
     data_dir: str = "${oc.env:ADVX_DATA_DIR,data}"  # where torchvision's folders live (MNIST/raw/...)
     download: bool = False  # these machines are offline; users online may set it
-    classes: list[int] | None = None  # keep only these labels, renumbered 0..k-1 (3 vs 7: [3, 7])
-    val_size: int = 0  # held out from the end of the training set for early stopping
-    train_size: int | None = None  # a prefix subset of the training set (None: all)
-    test_size: int | None = None
+    classes: list[int] | None = non_negative(None)  # keep only these labels, renumbered 0..k-1 (3 vs 7: [3, 7])
+    val_size: int = non_negative(0)  # held out from the end of the training set for early stopping
+    train_size: int | None = count(None)  # a prefix subset of the training set (None: all)
+    test_size: int | None = count(None)
     shape: str = "mnist"  # synthetic only: mnist (1x28x28) | cifar (3x32x32)
-    num_classes: int = 10  # synthetic only
+    num_classes: int = ranged(10, 2)  # synthetic only
     preprocess: str = "none"  # none (pixels in [0,1]) | gcn_zca (Goodfellow 2015's CIFAR-10 space; use clip=false)
-    dim: int = 500  # spheres only: the dimension d
-    radius_outer: float = 1.3  # spheres only: the outer radius R (the inner one is 1)
+    dim: int = ranged(500, 2)  # spheres only: the dimension d
+    radius_outer: float = ranged(1.3, 1, open_low=True)  # spheres only: the outer radius R (the inner one is 1)
     path: str | None = None  # derived only: an `advx construct` run dir, or a folder of released CIFAR_ims/CIFAR_lab
     base: str = "cifar10"  # derived from released files only: whose test split to evaluate on (ours record theirs)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_choice("dataset.name", self.name, ("mnist", "cifar10", "synthetic", "spheres", "derived"))
         _check(self.name != "derived" or bool(self.path), "dataset=derived needs dataset.path=<construct run dir>")
         _check_choice("dataset.base", self.base, ("mnist", "cifar10", "synthetic"))
-        _check(self.dim >= 2 and self.radius_outer > 1, "dataset.dim must be >= 2 and dataset.radius_outer > 1")
         _check_choice("dataset.shape", self.shape, ("mnist", "cifar"))
         _check_choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
-        _check(self.val_size >= 0, f"dataset.val_size must be >= 0, got {self.val_size}")
-        for key in ("train_size", "test_size"):
-            value = getattr(self, key)
-            _check(value is None or value > 0, f"dataset.{key} must be > 0 or null, got {value}")
-        _check(self.num_classes >= 2, f"dataset.num_classes must be >= 2, got {self.num_classes}")
+        if self.classes is not None:
+            self.check_classes(self.labels())
+
+    def labels(self) -> int | None:
+        """How many labels the data has before `classes` picks some (None: known only once a derived dataset
+        is read)."""
+        if self.name == "synthetic":
+            return self.num_classes
+        return 2 if self.name == "spheres" else DATASET_CLASSES.get(self.name)
+
+    def check_classes(self, labels: int | None) -> None:
+        """`classes` names at least two distinct labels of the data (which has `labels` of them)."""
+        classes = self.classes or []
+        _check(self.name != "spheres", "dataset.classes does not apply to dataset=spheres (two classes already)")
+        _check(len(classes) >= 2, f"dataset.classes needs at least two labels, got {classes}")
+        _check(len(set(classes)) == len(classes), f"dataset.classes lists a label twice: {classes}")
+        _check(labels is None or max(classes) < labels,
+               f"dataset.classes={classes} is out of range: {self.name} has labels 0..{(labels or 1) - 1}")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
+    KEY: ClassVar[str] = "model"
+
     name: str = MISSING
     normalize: bool = False  # subtract the dataset mean / divide by std inside the model (inputs stay in [0,1])
     output: str = "softmax"  # softmax | sigmoid (independent per-class outputs) | exp (RBF: p = exp(logit))
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_choice("model.output", self.output, ("softmax", "sigmoid", "exp"))
 
 
@@ -95,202 +209,177 @@ class LogisticModelConfig(ModelConfig):
 
 @dataclass
 class MaxoutModelConfig(ModelConfig):
-    units: int = 240
-    pieces: int = 5
-    layers: int = 2
-    input_include: float = 0.8
-    hidden_include: float = 0.5
-    max_col_norm: float = 1.9365
-    init_range: float = 0.005
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.units > 0 and self.pieces > 0 and self.layers > 0, "model.units/pieces/layers must be > 0")
-        for key in ("input_include", "hidden_include"):
-            value = getattr(self, key)
-            _check(0 < value <= 1, f"model.{key} is an include probability in (0, 1], got {value}")
-        _check(self.max_col_norm >= 0, f"model.max_col_norm must be >= 0 (0: off), got {self.max_col_norm}")
+    units: int = count(240)
+    pieces: int = count(5)
+    layers: int = count(2)
+    input_include: float = ranged(0.8, 0, 1, open_low=True)  # include probability of dropout on the input
+    hidden_include: float = ranged(0.5, 0, 1, open_low=True)
+    max_col_norm: float = non_negative(1.9365)  # 0: off
+    init_range: float = positive(0.005)
 
 
 @dataclass
 class RbfModelConfig(ModelConfig):
-    init_beta: float = 0.01
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.init_beta > 0, f"model.init_beta must be > 0, got {self.init_beta}")
+    init_beta: float = positive(0.01)
 
 
 @dataclass
 class CnnModelConfig(ModelConfig):
-    channels: list[int] = field(default_factory=lambda: [32, 64])
-    hidden: int = 128
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(0 <= self.dropout < 1, f"model.dropout is a drop probability in [0, 1), got {self.dropout}")
+    channels: list[int] = count([32, 64])
+    hidden: int = count(128)
+    dropout: float = ranged(0.0, 0, 1, open_high=True)  # a drop probability
 
 
 @dataclass
 class ConvMaxoutModelConfig(ModelConfig):
-    channels: list[int] = field(default_factory=lambda: [96, 192, 192])
-    pieces: int = 2
-    kernels: list[int] = field(default_factory=lambda: [5, 5, 3])
-    fc_units: int = 500
-    fc_pieces: int = 5
-    dropout: float = 0.5
-    max_col_norm: float = 1.9365
+    channels: list[int] = count([96, 192, 192])
+    pieces: int = count(2)
+    kernels: list[int] = count([5, 5, 3])
+    fc_units: int = count(500)
+    fc_pieces: int = count(5)
+    dropout: float = ranged(0.5, 0, 1, open_high=True)
+    max_col_norm: float = non_negative(1.9365)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def validate(self) -> None:
+        super().validate()
         _check(len(self.channels) == len(self.kernels), "model.channels and model.kernels need the same length")
-        _check(0 <= self.dropout < 1, f"model.dropout is a drop probability in [0, 1), got {self.dropout}")
 
 
 @dataclass
 class ReluMlpModelConfig(ModelConfig):
-    width: int = 1000
-    depth: int = 2
+    width: int = count(1000)
+    depth: int = count(2)
 
 
 @dataclass
 class QuadraticModelConfig(ModelConfig):
-    hidden: int | None = None  # None: as many hidden units as input dimensions
+    hidden: int | None = count(None)  # None: as many hidden units as input dimensions
 
 
 @dataclass
 class ResNetModelConfig(ModelConfig):
     depth: int = 18
-    width: int = 64
+    width: int = count(64)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def validate(self) -> None:
+        super().validate()
         _check_choice("model.depth", str(self.depth), ("18", "50"))
 
 
 @dataclass
-class OptimConfig:
-    name: str = MISSING  # sgd | adam
-    lr: float = 0.1
-    momentum: float = 0.0
-    momentum_final: float | None = None  # ramp linearly from `momentum` to this over `momentum_epochs`
-    momentum_epochs: int | None = None  # None: over the whole run
-    nesterov: bool = False
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    l1_first_layer: float = 0.0  # L1 penalty on the first layer's weights (Goodfellow 2015, Sec. 5)
-    schedule: str = "constant"  # constant | linear | cosine | step
-    lr_final_factor: float = 0.0  # linear/cosine end at lr * this
-    step_every: int = 50
-    step_gamma: float = 0.1
+class OptimConfig(Checked):
+    KEY: ClassVar[str] = "optim"
 
-    def __post_init__(self) -> None:
+    name: str = MISSING  # sgd | adam
+    lr: float = positive(0.1)
+    momentum: float = ranged(0.0, 0, 1, open_high=True)
+    momentum_final: float | None = ranged(None, 0, 1, open_high=True)  # ramp from `momentum` over momentum_epochs
+    momentum_epochs: int | None = count(None)  # None: over the whole run
+    nesterov: bool = False
+    betas: list[float] = ranged([0.9, 0.999], 0, 1, open_high=True)
+    weight_decay: float = non_negative(0.0)
+    l1_first_layer: float = non_negative(0.0)  # L1 penalty on the first layer's weights (Goodfellow 2015, Sec. 5)
+    schedule: str = "constant"  # constant | linear | cosine | step
+    lr_final_factor: float = probability(0.0)  # linear/cosine end at lr * this
+    step_every: int = count(50)  # step schedule: lr * step_gamma every this many epochs
+    step_gamma: float = ranged(0.1, 0, 1, open_low=True)
+
+    def validate(self) -> None:
         _check_choice("optim.name", self.name, ("sgd", "adam"))
         _check_choice("optim.schedule", self.schedule, ("constant", "linear", "cosine", "step"))
-        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
-        _check(0 <= self.momentum < 1, f"optim.momentum must be in [0, 1), got {self.momentum}")
-        final = self.momentum_final
-        _check(final is None or 0 <= final < 1, f"optim.momentum_final must be in [0, 1), got {final}")
-        _check(self.weight_decay >= 0 and self.l1_first_layer >= 0, "optim weight decays must be >= 0")
         _check(len(self.betas) == 2, f"optim.betas needs two values, got {self.betas}")
 
 
 @dataclass
-class AttackConfig:
+class AttackConfig(Checked):
     """One threat model and its search. `eps` may be one number or a list (one evaluation per value)."""
 
+    KEY: ClassVar[str] = "attack"
+
     name: str = MISSING  # none | fgsm | pgd | sign_noise | uniform_noise
-    eps: Any = 0.0  # float or list of floats, in pixel units of [0,1] inputs
+    eps: Any = 0.0  # float or list of floats >= 0, in pixel units of [0,1] inputs (checked in `validate`)
     norm: str = "linf"  # linf | l2
-    steps: int = 1
-    step_size: float | None = None  # None: 2.5 * eps / steps (Madry et al.'s rule)
+    steps: int = count(1)
+    step_size: float | None = positive(None)  # None: 2.5 * eps / steps (Madry et al.'s rule)
     random_start: bool = False
-    restarts: int = 1
+    restarts: int = count(1)
     targeted: bool = False
     target: str = "random"  # random | next  (next: t = (y + 1) mod C)
     clip: bool | None = None  # clip to the [0,1] box after every step; None: attacks.default_clip (pgd only)
-    batch_size: int = 1000
+    batch_size: int = count(1000)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_choice("attack.name", self.name, ("none", "fgsm", "pgd", "sign_noise", "uniform_noise"))
         if self.clip is None:
             self.clip = _default_clip(self.name)
         _check_choice("attack.norm", self.norm, NORMS)
         _check_choice("attack.target", self.target, ("random", "next"))
-        values = self.eps if isinstance(self.eps, list | tuple) else [self.eps]
+        values = list(self.eps) if isinstance(self.eps, list | tuple) else [self.eps]
         for value in values:
-            _check(
-                isinstance(value, int | float) and not isinstance(value, bool),
-                f"attack.eps must be a number or a list of numbers, got {value!r}",
-            )
-            _check(value >= 0, f"attack.eps must be >= 0, got {value}")
+            _check(isinstance(value, int | float) and not isinstance(value, bool),
+                   f"attack.eps must be a number or a list of numbers, got {value!r}")
+        Bound(0).check("attack.eps", values)
         self.eps = [float(v) for v in values]
-        _check(self.steps >= 1, f"attack.steps must be >= 1, got {self.steps}")
-        _check(self.restarts >= 1, f"attack.restarts must be >= 1, got {self.restarts}")
-        _check(self.step_size is None or self.step_size > 0, f"attack.step_size must be > 0, got {self.step_size}")
-        _check(self.batch_size > 0, f"attack.batch_size must be > 0, got {self.batch_size}")
 
 
 @dataclass
-class RegimeConfig:
+class RegimeConfig(Checked):
     """The training objective: standard, Goodfellow's alpha-mixed FGSM, Madry's PGD, or noise augmentation."""
 
+    KEY: ClassVar[str] = "regime"
+
     name: str = MISSING  # standard | fgsm_adv | pgd_adv | noise
-    alpha: float = 0.5  # weight of the clean loss in J~ = alpha*J(x) + (1-alpha)*J(x_adv)
-    eps: float = 0.25
+    alpha: float = probability(0.5)  # weight of the clean loss in J~ = alpha*J(x) + (1-alpha)*J(x_adv)
+    eps: float = non_negative(0.25)
     norm: str = "linf"
-    steps: int = 1
-    step_size: float | None = None
+    steps: int = count(1)
+    step_size: float | None = positive(None)
     random_start: bool = False
     noise: str = "sign"  # noise regime: sign (x + eps*sign(N)) | uniform (x + U(-eps, eps))
     clip: bool | None = None  # None: the regime attack's default (attacks.default_clip): pgd_adv clips, others not
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_choice("regime.name", self.name, ("standard", "fgsm_adv", "pgd_adv", "noise"))
         _check_choice("regime.norm", self.norm, NORMS)
         _check_choice("regime.noise", self.noise, ("sign", "uniform"))
         if self.clip is None:
             self.clip = _default_clip(self.name)
-        _check(0 <= self.alpha <= 1, f"regime.alpha must be in [0, 1], got {self.alpha}")
-        _check(self.eps >= 0, f"regime.eps must be >= 0, got {self.eps}")
-        _check(self.steps >= 1, f"regime.steps must be >= 1, got {self.steps}")
 
 
 @dataclass
-class RuntimeConfig:
+class RuntimeConfig(Checked):
+    KEY: ClassVar[str] = "runtime"
+
     device: str = "auto"  # auto: cuda if available, else cpu
     precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
     deterministic: bool = False
     progress: bool = True  # rich progress bars (always off when stdout is not a terminal)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_choice("runtime.device", self.device, DEVICES)
         _check_choice("runtime.precision", self.precision, PRECISIONS)
 
 
 @dataclass
-class LoopConfig:
-    epochs: int = 10
-    batch_size: int = 100
-    patience: int = 0  # early-stop after this many epochs without validation improvement (0: off)
-    early_stop_on: str = "val_error"  # val_error | val_adv_error (Goodfellow's 1600-unit model)
-    eval_batch_size: int = 1000
-    augment: str = "none"  # none | crop (random shifts) | crop_flip (and horizontal flips: CIFAR-10, not digits)
-    crop_padding: int = 4  # shifts of up to this many pixels, zero padded (the CIFAR-10 convention)
+class LoopConfig(Checked):
+    KEY: ClassVar[str] = "train"
 
-    def __post_init__(self) -> None:
+    epochs: int = count(10)
+    batch_size: int = count(100)
+    patience: int = non_negative(0)  # early-stop after this many epochs without validation improvement (0: off)
+    early_stop_on: str = "val_error"  # val_error | val_adv_error (Goodfellow's 1600-unit model)
+    eval_batch_size: int = count(1000)
+    augment: str = "none"  # none | crop (random shifts) | crop_flip (and horizontal flips: CIFAR-10, not digits)
+    crop_padding: int = non_negative(4)  # shifts of up to this many pixels, zero padded (the CIFAR-10 convention)
+
+    def validate(self) -> None:
         _check_choice("train.augment", self.augment, ("none", "crop", "crop_flip"))
-        _check(self.crop_padding >= 0, f"train.crop_padding must be >= 0, got {self.crop_padding}")
-        _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
-        _check(self.patience >= 0, f"train.patience must be >= 0, got {self.patience}")
         _check_choice("train.early_stop_on", self.early_stop_on, ("val_error", "val_adv_error"))
 
 
 @dataclass
-class TrainTaskConfig:
+class TrainTaskConfig(Checked):
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
     optim: OptimConfig = MISSING
@@ -301,36 +390,39 @@ class TrainTaskConfig:
     seed: int = 0  # in [0, 2**31): held-out data is seeded in [2**31, 2**32)
     resume: str | None = None  # a run dir to continue (the bridge reuses its overrides and directory)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_seed(self.seed)
         dataset = self.dataset  # MISSING ("???") until composed
-        if isinstance(dataset, DatasetConfig) and (dataset.preprocess == "gcn_zca" or dataset.name == "spheres"):
+        if not isinstance(dataset, DatasetConfig):
+            return
+        if dataset.preprocess == "gcn_zca" or dataset.name == "spheres":
             data = "dataset.preprocess=gcn_zca" if dataset.preprocess == "gcn_zca" else "dataset=spheres"
             for key, group in (("regime.clip", self.regime), ("attack.clip", self.attack)):  # data.require_box's rule
                 _check(not getattr(group, "clip", False),
                        f"{key}=true clips to the [0, 1] box, but {data} has none; set {key}=false")
+        _check(not self.train.patience or dataset.val_size > 0,
+               "train.patience needs a validation split: set dataset.val_size > 0")
 
 
 @dataclass
-class AttackTaskConfig:
+class AttackTaskConfig(Checked):
     run: str = MISSING  # run dir of the model under attack
     source: str | None = None  # run dir of the model that crafts the examples (transfer); None: `run`
     attack: AttackConfig = MISSING
     runtime: RuntimeConfig = MISSING
     split: str = "test"  # test | train
-    num_examples: int | None = None  # first N examples of the split (None: all)
+    num_examples: int | None = count(None)  # first N examples of the split (None: all)
     data_dir: str | None = None  # where the dataset is now, if not where the run was trained
     derived: str | None = None  # evaluate on this derived dataset (an `advx construct` dir) instead of the run's own
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_seed(self.seed)
         _check_choice("split", self.split, ("test", "train"))
-        _check(self.num_examples is None or self.num_examples > 0, "num_examples must be > 0 or null")
 
 
 @dataclass
-class ConstructConfig:
+class ConstructConfig(Checked):
     """How `advx construct` derives a dataset from a source model (Ilyas et al. 2019, Sec. 3.1 and 3.2).
 
     robust / nonrobust: representation inversion from a random other training image towards each example's
@@ -338,19 +430,17 @@ class ConstructConfig:
     drand / ddet: targeted L2 PGD towards t (uniform random, or (y + 1) mod C), relabelled t.
     """
 
-    kind: str = MISSING  # robust | nonrobust | drand | ddet
-    steps: int = 1000  # normalised-gradient steps
-    step_size: float = 0.1  # L2 length of each step, in pixel units of [0, 1] inputs
-    eps: float = 0.5  # drand / ddet: radius of the targeted attack's L2 ball (inversion is unbounded)
-    num_examples: int | None = None  # the first N training examples of the source's dataset (None: all)
-    chunk_size: int = 500  # examples per batch and per saved chunk: a killed run loses at most one chunk
+    KEY: ClassVar[str] = "construct"
 
-    def __post_init__(self) -> None:
+    kind: str = MISSING  # robust | nonrobust | drand | ddet
+    steps: int = count(1000)  # normalised-gradient steps
+    step_size: float = positive(0.1)  # L2 length of each step, in pixel units of [0, 1] inputs
+    eps: float = positive(0.5)  # drand / ddet: radius of the targeted attack's L2 ball (inversion is unbounded)
+    num_examples: int | None = count(None)  # the first N training examples of the source's dataset (None: all)
+    chunk_size: int = count(500)  # examples per batch and per saved chunk: a killed run loses at most one chunk
+
+    def validate(self) -> None:
         _check_choice("construct.kind", self.kind, ("robust", "nonrobust", "drand", "ddet"))
-        _check(self.steps >= 1, f"construct.steps must be >= 1, got {self.steps}")
-        _check(self.step_size > 0 and self.eps > 0, "construct.step_size and construct.eps must be > 0")
-        _check(self.num_examples is None or self.num_examples > 0, "construct.num_examples must be > 0 or null")
-        _check(self.chunk_size > 0, f"construct.chunk_size must be > 0, got {self.chunk_size}")
 
     @property
     def inverts(self) -> bool:
@@ -359,7 +449,7 @@ class ConstructConfig:
 
 
 @dataclass
-class ConstructTaskConfig:
+class ConstructTaskConfig(Checked):
     source: str = MISSING  # run dir of the model whose representation or decisions define the dataset
     construct: ConstructConfig = MISSING
     runtime: RuntimeConfig = MISSING
@@ -367,7 +457,7 @@ class ConstructTaskConfig:
     seed: int = 0  # picks the start images (inversion) and the random targets (drand)
     resume: str | None = None  # a construct run dir to continue (the bridge reuses its overrides and directory)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_seed(self.seed)
 
 
@@ -384,9 +474,8 @@ MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
 }
 
 
-
 @dataclass
-class ReproduceTaskConfig:
+class ReproduceTaskConfig(Checked):
     paper: Any = MISSING  # the paper's own schema (`Config` of its module in advx.papers)
     scale: str = "cpu"  # smoke (seconds, synthetic data) | cpu (real data, a 2-core CPU) | paper (a GPU)
     seed: int = 0
@@ -395,7 +484,7 @@ class ReproduceTaskConfig:
     data_dir: str = "${oc.env:ADVX_DATA_DIR,data}"
     runtime: RuntimeConfig = MISSING
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_seed(self.seed)
         _check_choice("scale", self.scale, ("smoke", "cpu", "paper"))
         _check_choice("reuse", self.reuse, ("exact", "any"))

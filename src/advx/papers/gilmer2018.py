@@ -14,6 +14,7 @@ import logging
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from scipy import stats
@@ -22,6 +23,7 @@ from advx.claims import Measurement, Outcome, inconclusive
 from advx.plots import figure, save
 from advx.runs import load_model, write_csv
 from advx.runtime import held_out_generator
+from advx.schema import Checked, count, positive, ranged
 from advx.spheres import (
     CapClassifier,
     QuadraticNet,
@@ -37,28 +39,32 @@ log = logging.getLogger("advx")
 
 
 @dataclass
-class Scale:
+class Scale(Checked):
     """Sizes of one scale of the gilmer2018 pipeline."""
 
-    dims: list[int] = field(default_factory=lambda: [50, 100, 200, 500])
-    budgets: list[int] = field(default_factory=lambda: [1, 2, 4])  # epochs of fresh samples; one stage each
-    samples_per_epoch: int = 100_000
-    batch_size: int = 50
-    lr: float = 1e-4  # Adam, as in public reproductions
-    relu_width: int = 1000
-    relu_depth: int = 2
-    error_samples: int = 1_000_000  # Monte Carlo points per sphere for the error rate
-    search_points: int = 1000  # points whose nearest error is searched (d(E) is their mean)
-    search_steps: int = 400
-    search_step: float = 0.01  # chord length of a step, as a fraction of the radius
-    restarts: int = 2
-    calibration_mus: list[float] = field(default_factory=lambda: [0.01, 0.001])
+    KEY: ClassVar[str] = "paper.scales.*"
+
+    dims: list[int] = ranged([50, 100, 200, 500], 2)
+    budgets: list[int] = count([1, 2, 4])  # epochs of fresh samples; one stage each
+    samples_per_epoch: int = count(100_000)
+    batch_size: int = count(50)
+    lr: float = positive(1e-4)  # Adam, as in public reproductions
+    relu_width: int = count(1000)
+    relu_depth: int = count(2)
+    error_samples: int = count(1_000_000)  # Monte Carlo points per sphere for the error rate
+    search_points: int = count(1000)  # points whose nearest error is searched (d(E) is their mean)
+    search_steps: int = count(400)
+    search_step: float = positive(0.01)  # chord length of a step, as a fraction of the radius
+    restarts: int = count(2)
+    calibration_mus: list[float] = ranged([0.01, 0.001], 0, 1, open_low=True, open_high=True)  # error rates
 
 
 @dataclass
-class Config:
+class Config(Checked):
+    KEY: ClassVar[str] = "paper"
+
     name: str = "gilmer2018"
-    radius_outer: float = 1.3
+    radius_outer: float = ranged(1.3, 1, open_low=True)
     scales: dict[str, Scale] = field(default_factory=dict)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -22,50 +23,55 @@ from advx.data import load_dataset
 from advx.models import probabilities
 from advx.plots import figure, save
 from advx.runs import load_model, trained_dataset
-from advx.schema import _check_choice
+from advx.schema import Checked, _check, _check_choice, count, non_negative, positive
 from advx.stages import Stages
 
 log = logging.getLogger("advx")
 
 
 @dataclass
-class Scale:
+class Scale(Checked):
     """Sizes of one scale of the goodfellow2015 pipeline (epochs per model family, ensemble size, ...)."""
 
-    dataset: str = "mnist"  # mnist | synthetic (smoke)
-    train_size: int | None = None
-    test_size: int | None = None
-    val_size: int = 0  # > 0 with patience: the paper's early stopping on a validation split
-    patience: int = 0
-    maxout_epochs: int = 30
-    maxout_schedule: str = "linear"  # linear: pylearn2's lr decay to 0.05x, compressed to the run | constant
-    adv_epochs: int = 20
-    control_epochs: int = 10  # sign / uniform noise, sigmoid-output maxout, ensemble members
-    softmax_epochs: int = 10
-    rbf_epochs: int = 10
-    logistic_epochs: int = 10
-    l1_epochs: int = 5
-    ensemble_members: int = 3  # the paper's ensemble has 12
-    large_units: int = 0  # 1600-unit variant (paper scale); 0 skips it
-    large_epochs: int = 0
-    rubbish_samples: int = 10000
-    cifar: bool = False  # the conv-maxout CIFAR-10 arm (needs CIFAR-10 on disk)
-    cifar_epochs: int = 0
-    cifar_synthetic: bool = False  # run the CIFAR arm on synthetic CIFAR-shaped data (tests)
-    cifar_channels: list[int] = field(default_factory=lambda: [96, 192, 192])
-    cifar_fc_units: int = 500
+    KEY: ClassVar[str] = "paper.scales.*"
 
-    def __post_init__(self) -> None:
+    dataset: str = "mnist"  # mnist | synthetic (smoke)
+    train_size: int | None = count(None)
+    test_size: int | None = count(None)
+    val_size: int = non_negative(0)  # > 0 with patience: the paper's early stopping on a validation split
+    patience: int = non_negative(0)
+    maxout_epochs: int = count(30)
+    maxout_schedule: str = "linear"  # linear: pylearn2's lr decay to 0.05x, compressed to the run | constant
+    adv_epochs: int = count(20)
+    control_epochs: int = count(10)  # sign / uniform noise, sigmoid-output maxout, ensemble members
+    softmax_epochs: int = count(10)
+    rbf_epochs: int = count(10)
+    logistic_epochs: int = count(10)
+    l1_epochs: int = count(5)
+    ensemble_members: int = count(3)  # the paper's ensemble has 12
+    large_units: int = non_negative(0)  # 1600-unit variant (paper scale); 0 skips it
+    large_epochs: int = non_negative(0)
+    rubbish_samples: int = count(10000)
+    cifar: bool = False  # the conv-maxout CIFAR-10 arm (needs CIFAR-10 on disk)
+    cifar_epochs: int = non_negative(0)
+    cifar_synthetic: bool = False  # run the CIFAR arm on synthetic CIFAR-shaped data (tests)
+    cifar_channels: list[int] = count([96, 192, 192])
+    cifar_fc_units: int = count(500)
+
+    def validate(self) -> None:
         _check_choice("maxout_schedule", self.maxout_schedule, ("linear", "constant"))
+        _check(not self.patience or self.val_size > 0, "paper.scales.*.patience needs val_size > 0")
 
 
 @dataclass
-class Config:
+class Config(Checked):
+    KEY: ClassVar[str] = "paper"
+
     name: str = "goodfellow2015"
-    eps: float = 0.25  # the paper's MNIST FGSM size
-    cifar_eps: float = 0.1  # in GCN+ZCA space
-    eps_grid: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
-    l1: float = 0.0025
+    eps: float = positive(0.25)  # the paper's MNIST FGSM size
+    cifar_eps: float = positive(0.1)  # in GCN+ZCA space
+    eps_grid: list[float] = non_negative([0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
+    l1: float = non_negative(0.0025)
     scales: dict[str, Scale] = field(default_factory=dict)
 
 MAXOUT = ["model=maxout", "optim=sgd", "optim.lr=0.1", "optim.momentum=0.5", "optim.momentum_final=0.7",

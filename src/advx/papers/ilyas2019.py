@@ -17,6 +17,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -28,55 +29,62 @@ from advx.gaussian import GaussianTask, fit_path
 from advx.plots import figure, save
 from advx.runs import load_model, trained_dataset
 from advx.runtime import Runtime
-from advx.schema import _check_choice
+from advx.schema import Bound, Checked, _check, _check_choice, count, non_negative, positive, probability, ranged
 from advx.stages import Stages
 
 log = logging.getLogger("advx")
 
 
 @dataclass
-class Scale:
+class Scale(Checked):
     """Sizes of one scale of the ilyas2019 pipeline."""
 
-    dataset: str = "cifar10"  # cifar10 (paper) | mnist (cpu) | synthetic (smoke)
-    train_size: int | None = None
-    test_size: int | None = None
-    model: list[str] = field(default_factory=lambda: ["model=resnet50"])  # overrides naming the architecture
-    source_epochs: int = 150  # the standard and the robust source models
-    source_step_every: int = 50  # their lr x 0.1 every this many epochs (the robustness library's default)
-    epochs: int = 150  # models trained on the derived datasets (not published; the library default)
-    step_every: int = 50
-    augment: str = "crop_flip"  # the paper's augmentation, where it is on (MNIST digits: crop only)
-    crop_padding: int = 4
-    train_eps: float = 0.5  # L2 radius of the robust source's adversarial training
-    robust_alpha: float = 0.0  # weight of the clean loss in the robust source's objective (the paper: 0)
-    eval_eps: list[float] = field(default_factory=lambda: [0.25, 0.5])  # robust accuracy at these L2 radii
-    eval_steps: list[int] = field(default_factory=lambda: [20, 100])  # the authors' rule: step 2.5 * eps / steps
-    eval_examples: int | None = None  # test examples under attack (None: all)
-    construct_examples: int | None = None  # training examples turned into derived ones (None: all)
-    invert_steps: int = 1000
-    invert_step_size: float = 0.1
-    relabel_eps: float = 0.5
-    relabel_steps: int = 100
-    relabel_step_size: float = 0.1
-    robust_relabel: bool = True  # also build D_rand / D_det from the robust model (Table 2's last comparison)
-    chunk_size: int = 500
-    gaussian_samples: int = 5000
+    KEY: ClassVar[str] = "paper.scales.*"
 
-    def __post_init__(self) -> None:
+    dataset: str = "cifar10"  # cifar10 (paper) | mnist (cpu) | synthetic (smoke)
+    train_size: int | None = count(None)
+    test_size: int | None = count(None)
+    model: list[str] = field(default_factory=lambda: ["model=resnet50"])  # overrides naming the architecture
+    source_epochs: int = count(150)  # the standard and the robust source models
+    source_step_every: int = count(50)  # their lr x 0.1 every this many epochs (the robustness library's default)
+    epochs: int = count(150)  # models trained on the derived datasets (not published; the library default)
+    step_every: int = count(50)
+    augment: str = "crop_flip"  # the paper's augmentation, where it is on (MNIST digits: crop only)
+    crop_padding: int = non_negative(4)
+    train_eps: float = positive(0.5)  # L2 radius of the robust source's adversarial training
+    robust_alpha: float = probability(0.0)  # weight of the clean loss in the robust source's objective (paper: 0)
+    eval_eps: list[float] = positive([0.25, 0.5])  # robust accuracy at these L2 radii
+    eval_steps: list[int] = count([20, 100])  # the authors' rule: step 2.5 * eps / steps
+    eval_examples: int | None = count(None)  # test examples under attack (None: all)
+    construct_examples: int | None = count(None)  # training examples turned into derived ones (None: all)
+    invert_steps: int = count(1000)
+    invert_step_size: float = positive(0.1)
+    relabel_eps: float = positive(0.5)
+    relabel_steps: int = count(100)
+    relabel_step_size: float = positive(0.1)
+    robust_relabel: bool = True  # also build D_rand / D_det from the robust model (Table 2's last comparison)
+    chunk_size: int = count(500)
+    gaussian_samples: int = count(5000)
+
+    def validate(self) -> None:
         _check_choice("dataset", self.dataset, ("cifar10", "mnist", "synthetic"))
+        _check(len(self.eval_eps) == len(self.eval_steps),
+               f"paper.scales.*.eval_eps and eval_steps need the same length, got {self.eval_eps} and "
+               f"{self.eval_steps}")
 
 
 @dataclass
-class Config:
+class Config(Checked):
+    KEY: ClassVar[str] = "paper"
+
     name: str = "ilyas2019"
     # the paper's training of models on derived datasets: SGD, momentum 0.9, weight decay 5e-4, batch 128, and
     lr: dict[str, float] = field(default_factory=lambda: {"robust": 0.1, "nonrobust": 0.1, "drand": 0.01,
-                                                          "ddet": 0.1})
+                                                          "ddet": 0.1}, metadata={"bound": Bound(0, open_low=True)})
     augmented: list[str] = field(default_factory=lambda: ["robust", "nonrobust", "drand"])  # D_det: off
-    gaussian_dim: int = 10
-    gaussian_smallest_std: float = 0.1  # variances from 0.01 to 1: a condition number of 100
-    gaussian_eps: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.5, 1.0, 2.0])
+    gaussian_dim: int = ranged(10, 2)
+    gaussian_smallest_std: float = ranged(0.1, 0, 1, open_low=True)  # variances 0.01 to 1: condition number 100
+    gaussian_eps: list[float] = non_negative([0.0, 0.1, 0.2, 0.5, 1.0, 2.0])
     scales: dict[str, Scale] = field(default_factory=dict)
 
 
