@@ -70,7 +70,7 @@ def test_attack_on_a_checkpoint_that_does_not_match_its_model(advx, trained_soft
 
 def test_attack_on_an_unreadable_checkpoint(advx, trained_softmax):
     (trained_softmax / "model.pt").write_bytes(b"not a checkpoint")
-    assert_one_line_error(advx("attack", f"run={trained_softmax}"), "unreadable checkpoint")
+    assert_one_line_error(advx("attack", f"run={trained_softmax}"), "model.pt is not a torch file")
 
 
 def test_resume_of_something_that_is_not_a_run(advx, workdir):

@@ -21,7 +21,22 @@ class CheckpointError(AdvxError):
     """A run dir without a checkpoint, or a checkpoint that does not match its model."""
 
 
+class DamagedFile(AdvxError):
+    """A file advx wrote (or was pointed at) that cannot be read back: truncated, unparsable, empty, or not a
+    plain tensor file. `path` names it, so a caller that can rebuild it (the stage store) may do so."""
+
+    def __init__(self, path, message: str):
+        super().__init__(message)
+        self.path = path
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def shown(path, limit: int = 120) -> str:
+    """A path for an error line: whole when short, else its start and end around an ellipsis."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2 - 2]}...{text[-(limit // 2 - 2):]}"

@@ -17,16 +17,19 @@ import csv
 import io
 import json
 import os
+import pickle
 import platform
 import sys
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from advx.errors import CheckpointError, ConfigError, first_line
+from advx.errors import CheckpointError, ConfigError, DamagedFile, first_line, shown
 from advx.models import Classifier, build_model
 from advx.provenance import code_version
 from advx.schema import DatasetConfig
@@ -92,31 +95,97 @@ def save_model(run_dir: Path, model: Classifier, spec: dict) -> None:
     write_json(run_dir / SIDECAR_FILE, spec)
 
 
+ZIP_MAGIC, PICKLE_MARK = b"PK\x03\x04", 0x80  # torch.save's zip format; a pickle stream's first byte
+
+
+def load_tensors(path: Path, remedy: str) -> Any:
+    """What torch.save wrote at `path` (tensors, and dicts / lists / numbers of them), on the CPU.
+
+    Loaded with weights_only=True, so a file never runs code. Anything else raises DamagedFile with one line
+    naming the file, what is wrong with it and `remedy` (what to do): an empty or truncated file, bytes that are
+    not a torch file, or a file holding Python objects (plain pickling), which advx never unpickles.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        raise DamagedFile(path, f"cannot read {shown(path)}: {error.strerror}; {remedy}") from None
+    if not head:
+        raise DamagedFile(path, f"{shown(path)} is empty (a save or copy that did not finish); {remedy}")
+    if head != ZIP_MAGIC and head[0] != PICKLE_MARK:
+        raise DamagedFile(path, f"{shown(path)} is not a torch file (damaged, or another format); {remedy}")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on foreign files: the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DamagedFile(path, f"{shown(path)} is not a plain tensor checkpoint: it holds Python objects (saved "
+                                f"with plain pickling?), and advx never unpickles those since that can run code; "
+                                f"{remedy}") from None
+    except Exception:  # torch raises RuntimeError, EOFError, ValueError ... for truncated or corrupt archives
+        raise DamagedFile(path, f"{shown(path)} is damaged (truncated or corrupt); {remedy}") from None
+
+
+def read_json(path: Path, remedy: str) -> Any:
+    """A JSON file advx wrote; DamagedFile (one line naming it, with `remedy`) if it cannot be parsed."""
+    return _parse(Path(path), json.loads, (json.JSONDecodeError, UnicodeDecodeError), remedy)
+
+
+def read_yaml(path: Path, remedy: str) -> Any:
+    """A YAML file (config.yaml, .hydra/overrides.yaml), parsed safely; DamagedFile if it cannot be parsed."""
+    return _parse(Path(path), yaml.safe_load, (yaml.YAMLError, UnicodeDecodeError), remedy)
+
+
+def _parse(path: Path, parse: Callable[[str], Any], errors: tuple[type[Exception], ...], remedy: str) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise DamagedFile(path, f"cannot read {shown(path)}: {error.strerror}; {remedy}") from None
+    try:
+        return parse(text)
+    except errors as error:
+        raise DamagedFile(path, f"{shown(path)} is damaged ({first_line(error)}); {remedy}") from None
+
+
+def state_mismatch(model: torch.nn.Module, state: Any) -> str | None:
+    """Why `state` cannot load into `model` (the first differing keys and shapes), or None when it fits."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "it is not a state dict of tensors"
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [f"{k} missing" for k in expected if k not in found][:3]
+    problems += [f"unexpected {k}" for k in found if k not in expected][:3]
+    problems += [f"{k} {found[k]} vs {expected[k]} expected" for k in expected
+                 if k in found and found[k] != expected[k]][:3]
+    return ", ".join(problems[:3]) or None
+
+
 def load_model(run_dir: str | Path, device: torch.device) -> tuple[Classifier, dict]:
-    """Rebuild a trained model from its run dir. Raises CheckpointError with one clear line on any problem."""
+    """Rebuild a trained model from its run dir. Raises CheckpointError / DamagedFile with one clear line."""
     run_dir = Path(run_dir)
     weights, sidecar = run_dir / MODEL_FILE, run_dir / SIDECAR_FILE
     if not run_dir.is_dir():
-        raise CheckpointError(f"run dir {run_dir} does not exist")
+        raise CheckpointError(f"run dir {shown(run_dir)} does not exist")
     if not weights.is_file() or not sidecar.is_file():
         unfinished = (run_dir / STATE_FILE).is_file()
         hint = " (training did not finish; resume it with `advx train resume=DIR`)" if unfinished else ""
-        raise CheckpointError(f"no trained model in {run_dir}: {MODEL_FILE} and {SIDECAR_FILE} expected{hint}")
+        raise CheckpointError(f"no trained model in {shown(run_dir)}: {MODEL_FILE} and {SIDECAR_FILE} "
+                              f"expected{hint}")
+    remedy = f"retrain the model (the run dir {shown(run_dir)} cannot be used)"
+    spec = read_json(sidecar, remedy)
     try:
-        spec = json.loads(sidecar.read_text())
         model = build_model(spec["model"], spec["input_shape"], spec["num_classes"], spec["mean"], spec["std"],
                             **spec["hparams"])
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(f"unreadable sidecar {sidecar}: {error}") from None
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"unreadable checkpoint {weights}: {first_line(error)}") from None
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, AttributeError) as error:
-        raise CheckpointError(f"checkpoint {weights} does not match its model {spec['model']}: "
-                              f"{first_line(error)}") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise DamagedFile(sidecar, f"{shown(sidecar)} does not describe a model ({first_line(error)}); "
+                                   f"{remedy}") from None
+    state = load_tensors(weights, remedy)
+    problem = state_mismatch(model, state)
+    if problem:
+        raise CheckpointError(f"checkpoint {shown(weights)} does not match its model {spec['model']} "
+                              f"({SIDECAR_FILE}): {problem}")
+    model.load_state_dict(state)
     return model.to(device).eval(), spec
 
 
@@ -124,13 +193,11 @@ def trained_config(run: Path) -> dict:
     """The resolved config a run recorded in its config.yaml (plain YAML: no interpolations are left)."""
     config_file = Path(run) / CONFIG_FILE
     if not config_file.is_file():
-        raise ConfigError(f"{run} is not a training run dir ({config_file} not found)")
-    try:
-        config = yaml.safe_load(config_file.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{config_file} is damaged ({first_line(error)}); rerun what made {run}") from None
+        raise ConfigError(f"{shown(run)} is not a training run dir ({CONFIG_FILE} not found)")
+    config = read_yaml(config_file, f"rerun the command that made {shown(run)}")
     if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict):
-        raise ConfigError(f"{config_file} is damaged (no dataset section); rerun the command that made {run}")
+        raise DamagedFile(config_file, f"{shown(config_file)} is damaged (no dataset section); rerun the command "
+                                       f"that made {shown(run)}")
     return config
 
 
@@ -139,4 +206,9 @@ def trained_dataset(run: Path, data_dir: str | None) -> DatasetConfig:
     section = dict(trained_config(run)["dataset"])
     if data_dir:
         section["data_dir"] = data_dir
-    return DatasetConfig(**section)
+    try:
+        return DatasetConfig(**section)
+    except TypeError as error:  # a hand-edited section with keys the schema does not know
+        config_file = Path(run) / CONFIG_FILE
+        raise DamagedFile(config_file, f"{shown(config_file)} is damaged ({first_line(error)}); rerun the command "
+                                       f"that made {shown(run)}") from None

@@ -27,11 +27,11 @@ import torch
 
 from advx.attacks import Attack
 from advx.data import Dataset, augment, require_box
-from advx.errors import CheckpointError, first_line
+from advx.errors import CheckpointError, DamagedFile, first_line, shown
 from advx.evaluate import attack_metrics, error_rate
 from advx.models import Classifier, per_example_loss
 from advx.progress import Bars
-from advx.runs import save_torch
+from advx.runs import load_tensors, save_torch, state_mismatch
 from advx.runtime import Runtime
 from advx.schema import LoopConfig, OptimConfig, RegimeConfig
 
@@ -106,6 +106,10 @@ def regime_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime
     return loss, clean
 
 
+STATE_KEYS = ("epoch", "history", "best_value", "best_epoch", "best_weights", "stopped_early", "model", "optimizer",
+              "scaler", "rng_torch", "rng_data", "rng_cuda")  # what `TrainState.to_dict` saves every epoch
+
+
 class TrainState:
     """Everything needed to continue a run: epoch, history, best-so-far, optimiser and RNG streams."""
 
@@ -128,12 +132,20 @@ class TrainState:
 
     @classmethod
     def load(cls, path: Path, model, optimizer, scaler, generator) -> TrainState:
+        remedy = "the run cannot be resumed; start it again in a new run dir"
+        saved = load_tensors(path, remedy)
+        missing = [key for key in STATE_KEYS if key not in saved] if isinstance(saved, dict) else list(STATE_KEYS)
+        if missing:
+            raise DamagedFile(path, f"{shown(path)} is not a training state (no {', '.join(missing[:3])}); {remedy}")
+        problem = state_mismatch(model, saved["model"])
+        if problem:
+            raise CheckpointError(f"cannot resume from {shown(path)}: it was saved by another model ({problem})")
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-        except Exception as error:  # corrupt file, or a run dir from a different model
-            raise CheckpointError(f"cannot resume from {path}: {first_line(error)}") from None
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(f"cannot resume from {shown(path)}: its optimizer state belongs to another "
+                                  f"optimizer ({first_line(error)})") from None
+        model.load_state_dict(saved["model"])
         scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng_torch"])
         generator.set_state(saved["rng_data"])
