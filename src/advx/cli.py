@@ -11,15 +11,43 @@
 
 from __future__ import annotations
 
+import enum
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from advx import __version__
-from advx.errors import EXIT_BAD_INPUT, AdvxError
+from advx.errors import EXIT_BAD_INPUT, AdvxError, os_error_line
+
+try:  # typer >= 0.20 vendors click; earlier versions use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
+
+class OneLineErrors(TyperGroup):
+    """The root command group: a usage error (unknown option or command, a missing argument, an option value of
+    the wrong type or range) is one line on stderr and exit code 2, like every other bad input."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as error:
+            if not standalone_mode:
+                raise
+            command = f"advx {error.ctx.info_name}" if getattr(error, "ctx", None) and error.ctx.parent else "advx"
+            typer.echo(f"error: {error.format_message()} (see `{command} --help`)", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="advx",
     help="Reproduce adversarial-examples experiments: Hydra-configured training, attacks and sweeps.",
     no_args_is_help=True,
@@ -44,8 +72,9 @@ def _report_errors(action: Callable[[], Any]) -> None:
 
     try:
         action()
-    except AdvxError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    except (AdvxError, OSError) as error:
+        line = str(error) if isinstance(error, AdvxError) else os_error_line(error)
+        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
@@ -144,17 +173,22 @@ def report(directory: str = typer.Argument(..., help="a run dir or a sweep dir")
     _report_errors(lambda: summarize(directory))
 
 
+BenchDevice = enum.Enum("BenchDevice", {name: name for name in ("auto", "cpu", "cuda")}, type=str)
+BenchData = enum.Enum("BenchData", {name: name for name in ("mnist", "synthetic")}, type=str)
+
+
 @app.command()
 def bench(
-    epochs: int = typer.Option(4, help="epochs timed per loop (after one warm-up epoch each)"),
+    epochs: int = typer.Option(4, min=1, help="epochs timed per loop (after one warm-up epoch each)"),
     data_dir: str = typer.Option(None, help="folder holding MNIST/raw (default: $ADVX_DATA_DIR or ./data)"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    dataset: str = typer.Option("mnist", help="mnist, or synthetic for a quick check"),
+    device: BenchDevice = typer.Option("auto", help="where to run"),
+    dataset: BenchData = typer.Option("mnist", help="mnist, or synthetic for a quick check"),
 ) -> None:
     """Time advx's training loop and FGSM pass against bare PyTorch loops on the maxout MNIST recipe."""
     from advx.bench import run_benchmark
 
-    _report_errors(lambda: run_benchmark(epochs=epochs, data_dir=data_dir, device=device, dataset=dataset))
+    _report_errors(lambda: run_benchmark(epochs=epochs, data_dir=data_dir, device=device.value,
+                                         dataset=dataset.value))
 
 
 def _version(value: bool) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from advx.errors import ConfigError, DataError
+from advx.errors import ConfigError, DataError, first_line, shown
 from advx.runtime import held_out_generator
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -107,6 +107,29 @@ def require_box(clip: bool, data: Split | SphereStream | Dataset, key: str) -> N
     if clip and not data.boxed:
         raise ConfigError(f"{key}=true clips to the [0, 1] box, but this data has none (GCN+ZCA preprocessing or "
                           f"spheres); set {key}=false")
+
+
+def describe(cfg) -> tuple[tuple[int, ...], int]:
+    """The input shape and number of classes of the dataset a `DatasetConfig` describes, without reading its
+    images: what a job checks before it starts. DataError when the files it needs are not there."""
+    if cfg.name == "spheres":
+        return (cfg.dim,), 2
+    if cfg.name == "synthetic":
+        shape, labels = ((1, 28, 28) if cfg.shape == "mnist" else (3, 32, 32)), cfg.num_classes
+    elif cfg.name == "derived":
+        from advx.derived import derived_origin
+        from advx.schema import DatasetConfig
+
+        origin = derived_origin(Path(cfg.path)) or {"name": cfg.base}
+        shape, labels = describe(DatasetConfig(**{**origin, "data_dir": cfg.data_dir, "download": cfg.download,
+                                                  "val_size": 0}))
+    else:
+        _require_files(cfg.name, Path(cfg.data_dir), cfg.download)
+        shape, labels = ((1, 28, 28) if cfg.name == "mnist" else (3, 32, 32)), 10
+    if cfg.classes:
+        cfg.check_classes(labels)
+        labels = len(cfg.classes)
+    return shape, labels
 
 
 def load_dataset(cfg, device: torch.device) -> Dataset:
@@ -201,35 +224,58 @@ def dataset_files(name: str, data_dir: str | Path) -> list[Path]:
     return []
 
 
+def _require_files(name: str, root: Path, download: bool) -> None:
+    """One DataError line saying where the files of `name` (mnist | cifar10) were expected, unless they are there
+    (or will be downloaded)."""
+    if name == "mnist":
+        title, folder, layout = "MNIST", root / MNIST_RAW, "MNIST/raw/"
+        missing = ", ".join(path.name for path in dataset_files("mnist", root) if not _is_file(path))
+    else:
+        title, folder, layout = "CIFAR-10", root / CIFAR10_FOLDER, f"{CIFAR10_FOLDER}/"
+        missing = "" if _is_dir(folder) else "the python batches"
+    if missing and not download:
+        raise DataError(
+            f"{title} not found: expected {missing} in {shown(folder.absolute())}. Point dataset.data_dir=... or "
+            f"ADVX_DATA_DIR at the folder that holds {layout}, or set dataset.download=true when online."
+        )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the filesystem, say: not there either
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def _read_mnist(root: Path, download: bool):
     from torchvision.datasets import MNIST
 
-    raw = root / MNIST_RAW
-    missing = [path.name for path in dataset_files("mnist", root) if not path.is_file()]
-    splits = _read_torchvision("MNIST", MNIST, root, raw, "MNIST/raw/", ", ".join(missing), download)
+    splits = _read_torchvision("MNIST", MNIST, root, root / MNIST_RAW, download)
     return [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in splits]
 
 
 def _read_cifar10(root: Path, download: bool):
     from torchvision.datasets import CIFAR10
 
-    folder = root / CIFAR10_FOLDER
-    missing = "" if folder.is_dir() else "the python batches"
-    splits = _read_torchvision("CIFAR-10", CIFAR10, root, folder, f"{CIFAR10_FOLDER}/", missing, download)
+    splits = _read_torchvision("CIFAR-10", CIFAR10, root, root / CIFAR10_FOLDER, download)
     return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
 
 
-def _read_torchvision(name: str, dataset_class, root: Path, folder: Path, layout: str, missing: str, download: bool):
+def _read_torchvision(name: str, dataset_class, root: Path, folder: Path, download: bool):
     """Both splits of a torchvision dataset, or one DataError line that says where the files were expected."""
-    if missing and not download:
-        raise DataError(
-            f"{name} not found: expected {missing} in {folder.resolve()}. Point dataset.data_dir=... or "
-            f"ADVX_DATA_DIR at the folder that holds {layout}, or set dataset.download=true when online."
-        )
+    _require_files("mnist" if name == "MNIST" else "cifar10", root, download)
     try:
         return [dataset_class(str(root), train=train, download=download) for train in (True, False)]
-    except (RuntimeError, OSError, ValueError) as error:
-        raise DataError(f"cannot read {name} from {folder.resolve()}: {error}") from None
+    except (RuntimeError, OSError, ValueError, EOFError) as error:
+        raise DataError(f"cannot read {name} from {shown(folder.absolute())}: {first_line(error)}; the files are "
+                        f"damaged or incomplete, copy them again") from None
 
 
 def synthetic(shape: str, num_classes: int, train_size: int, test_size: int):

@@ -36,6 +36,12 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def os_error_line(error: OSError) -> str:
+    """An OSError (a file that cannot be read or written, a full disk) as one line naming the file."""
+    where = f": {shown(error.filename)}" if error.filename else ""
+    return f"{error.strerror or first_line(error)}{where}"
+
+
 def shown(path, limit: int = 120) -> str:
     """A path for an error line: whole when short, else its start and end around an ellipsis."""
     text = str(path)

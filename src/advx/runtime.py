@@ -22,6 +22,18 @@ from advx.errors import ConfigError
 RUN_SEED_LIMIT = 2**31  # run seeds lie in [0, 2**31); held-out generators are seeded in [2**31, 2**32)
 
 
+def resolve_device(device: str) -> str:
+    """The device `runtime.device` names on this machine (auto: cuda when available, else cpu); ConfigError when
+    the named device is not there."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("runtime.device=cuda but no CUDA device is available; use runtime.device=auto or cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("runtime.device=mps but MPS is not available; use runtime.device=auto or cpu")
+    return device
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
@@ -32,12 +44,7 @@ class Runtime:
     @classmethod
     def from_config(cls, device: str = "auto", precision: str = "auto", compile: bool = False,
                     deterministic: bool = False, progress: bool = True) -> Runtime:
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("runtime.device=cuda but no CUDA device is available; use runtime.device=auto or cpu")
-        if device == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError("runtime.device=mps but MPS is not available; use runtime.device=auto or cpu")
+        device = resolve_device(device)
         if precision == "auto":
             precision = "bf16" if device == "cuda" else "fp32"
         if deterministic:

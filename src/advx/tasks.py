@@ -7,7 +7,9 @@ exits with code 2; an interrupt says how to continue.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,21 +17,28 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from advx.errors import EXIT_BAD_INPUT, AdvxError
+from advx.errors import EXIT_BAD_INPUT, AdvxError, os_error_line
 from advx.jobs import run_attack, run_construct, run_training
 from advx.progress import console
 from advx.reproduce import run_reproduce
 
+BOOKKEEPING = (".hydra", "config.yaml", "env.json")  # what every run writes before its work starts (and its log)
+RESULTS = ("checkpoint", "metrics.json", "model.pt", "chunks", "dataset.pt", "report.md")  # work worth keeping
+
 
 def user_errors(task):
-    """Report an AdvxError as one line on stderr and exit 2 (no traceback)."""
+    """Report an AdvxError (or an OSError: a file that cannot be read or written) as one line on stderr and exit
+    2, no traceback. A new run that failed before producing anything leaves no run dir behind."""
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
-        except AdvxError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        except (AdvxError, OSError) as error:
+            if not cfg.get("resume"):
+                discard_if_empty(run_dir(), HydraConfig.get().job.name)
+            line = str(error) if isinstance(error, AdvxError) else os_error_line(error)
+            console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             name = HydraConfig.get().job.name
@@ -39,6 +48,21 @@ def user_errors(task):
             sys.exit(130)
 
     return wrapper
+
+
+def discard_if_empty(out: Path, job_name: str) -> None:
+    """Remove what this run wrote into `out` when it holds no results, and `out` itself if nothing else is in it
+    (a dir the user named may hold other files: those stay)."""
+    if any((out / name).exists() for name in RESULTS):
+        return
+    for name in (*BOOKKEEPING, f"{job_name}.log"):
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        out.rmdir()  # only when empty
 
 
 def run_dir() -> Path:
