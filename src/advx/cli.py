@@ -152,6 +152,11 @@ def reproduce(ctx: typer.Context, paper: str = typer.Argument(..., help="the pap
     Scales: smoke (seconds, synthetic data, no verdicts), cpu (real MNIST on a CPU), paper (the paper's sizes,
     GPU). `-m seed=0,1,2` runs seeds and the sweep dir gets a report judging each claim's mean on its 95% interval.
     """
+    if "=" in paper:
+        from advx.hydra_bridge import group_options
+
+        _report_errors(_raise(AdvxError(f"name the paper first: advx reproduce PAPER [key=value ...], where PAPER is "
+                                        f"one of {', '.join(group_options('paper'))}")))
     _run("reproduce", [f"paper={paper}", *ctx.args])
 
 

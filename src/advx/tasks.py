@@ -51,8 +51,8 @@ def user_errors(task):
 
 
 def discard_if_empty(out: Path, job_name: str) -> None:
-    """Remove what this run wrote into `out` when it holds no results, and `out` itself if nothing else is in it
-    (a dir the user named may hold other files: those stay)."""
+    """Remove what this run wrote into `out` when it holds no results, then `out` and its parents below the
+    working dir while they are empty (a dir the user named may hold other files: those stay)."""
     if any((out / name).exists() for name in RESULTS):
         return
     for name in (*BOOKKEEPING, f"{job_name}.log"):
@@ -61,8 +61,11 @@ def discard_if_empty(out: Path, job_name: str) -> None:
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        out.rmdir()  # only when empty
+    with contextlib.suppress(OSError):  # rmdir removes only empty dirs: this run's, then Hydra's parents of it
+        for folder in (out, *out.parents):
+            if folder == Path.cwd():
+                break
+            folder.rmdir()
 
 
 def run_dir() -> Path:
