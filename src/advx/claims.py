@@ -108,8 +108,8 @@ def load_claims(paper: str, root: Path | None = None) -> tuple[dict, list[Claim]
         entries = [(kind, entry) for kind in ("claims", "checks") for entry in data.pop(kind, None) or []]
         claims = [Claim(**{k: entry[k] for k in FIELDS}, kind=kind[:-1], revisions=entry.get("revisions") or [])
                   for kind, entry in entries]
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as error:  # a hand-edited file gone wrong
-        raise ConfigError(f"cannot read {path}: {first_line(error)}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(f"cannot read {path}: {first_line(error)}") from None  # a hand-edited or damaged file
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: duplicate ids {sorted({i for i in ids if ids.count(i) > 1})}")

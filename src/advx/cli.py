@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from advx import __version__
-from advx.errors import EXIT_BAD_INPUT, AdvxError, os_error_line
+from advx.errors import EXIT_BAD_INPUT, AdvxError
 
 try:  # typer >= 0.20 vendors click; earlier versions use click itself
     from typer._click.exceptions import ClickException
@@ -68,13 +68,12 @@ def _groups_epilog(groups: tuple[str, ...]) -> str:
 
 def _report_errors(action: Callable[[], Any]) -> None:
     """Run `action`; a user error becomes one red line on stderr and exit code 2."""
-    from advx.progress import console
+    from advx.progress import print_error
 
     try:
         action()
     except (AdvxError, OSError) as error:
-        line = str(error) if isinstance(error, AdvxError) else os_error_line(error)
-        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        print_error(error)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 

@@ -29,6 +29,7 @@ import torch
 from advx.attacks import pgd
 from advx.data import Split
 from advx.derived import load_chunk, save_chunk
+from advx.errors import ConfigError
 from advx.progress import Bars
 from advx.runtime import Runtime, eval_mode
 from advx.schema import ConstructConfig
@@ -77,7 +78,10 @@ class Plan:
 
 def make_plan(cfg: ConstructConfig, train_labels: torch.Tensor, num_classes: int, seed: int) -> Plan:
     n_train = len(train_labels)
-    n = min(cfg.num_examples or n_train, n_train)
+    if cfg.num_examples is not None and cfg.num_examples > n_train:
+        raise ConfigError(f"construct.num_examples={cfg.num_examples} exceeds the {n_train} training examples of the "
+                          f"source's dataset; use null for all")
+    n = cfg.num_examples or n_train
     generator = torch.Generator().manual_seed(seed)
     index = torch.arange(n)
     start = (index + torch.randint(1, n_train, (n,), generator=generator)) % n_train  # never the example itself

@@ -148,6 +148,11 @@ def load_dataset(cfg, device: torch.device) -> Dataset:
         (train_x, train_y), (test_x, test_y) = synthetic(cfg.shape, cfg.num_classes,
                                                          cfg.train_size or 512, cfg.test_size or 256)
         num_classes = cfg.num_classes
+    if cfg.name != "synthetic":  # on-disk data: asking for more examples than there are is a mistake, not "all"
+        sizes = (("train_size", cfg.train_size, len(train_y)), ("test_size", cfg.test_size, len(test_y)))
+        for key, size, have in sizes:
+            if size is not None and size > have:
+                raise ConfigError(f"dataset.{key}={size} exceeds the {have} examples of {cfg.name}; use null for all")
     if cfg.classes:
         (train_x, train_y), (test_x, test_y) = (_keep_classes(x, y, cfg.classes)
                                                 for x, y in ((train_x, train_y), (test_x, test_y)))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -26,13 +27,14 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from rich.markup import escape
 
 from advx import resources
-from advx.errors import ConfigError, DamagedFile, first_line, shown
+from advx.errors import ConfigError, first_line, shown
 from advx.papers import PAPERS
 from advx.preflight import check_job, check_output_dir, holds_run
 from advx.progress import console
-from advx.runs import read_yaml
+from advx.runs import load_model, load_tensors, read_json, saved_overrides
 from advx.schema import (
     MODEL_SCHEMAS,
     AttackConfig,
@@ -62,6 +64,7 @@ HYDRA_FLAGS = {
     "-m": False, "--multirun": False, "--resolve": False, "--hydra-help": False,
     "--cfg": True, "-c": True, "--package": True, "-p": True, "--info": True, "-i": True,
 }
+MAX_KEY_LENGTH = 200  # longer "keys" are typos or pasted paths (Hydra would look them up as config files)
 RESUME_MAY_CHANGE = ("runtime.", "dataset.data_dir", "data_dir")  # where and how a resumed run runs, not what it
 # computes: any other key that differs from the saved run refuses the resume
 
@@ -120,6 +123,9 @@ def expand_sweep(overrides: list[str], multirun: bool = True) -> list[list[str]]
         raise ConfigError(f"cannot parse override: {first_line(error)}") from None
     axes: list[list[str]] = []
     for override in parsed:
+        if len(override.key_or_group) > MAX_KEY_LENGTH:
+            raise ConfigError(f"unknown config key '{shown(override.key_or_group, 80)}': no key is "
+                              f"{len(override.key_or_group)} characters long")
         if override.is_sweep_override():
             key = override.get_key_element()
             if not multirun:
@@ -160,6 +166,9 @@ def _unknown_key(config_name: str, overrides: list[str], key: str) -> str:
         cfg = compose_config(config_name, overrides)
     except ConfigError:  # another override is wrong too: that one is reported once this one is fixed
         return f"unknown config key '{shown(key, 80)}'; see the valid keys with `advx config {config_name}`"
+    if key.startswith("hydra."):
+        return (f"unknown Hydra setting '{shown(key, 80)}' (a launcher's keys exist once it is chosen, e.g. "
+                f"hydra/launcher=local)")
     parent = key
     while parent:
         parent = parent.rpartition(".")[0]
@@ -248,10 +257,7 @@ def resume_overrides(config_name: str, run_dir: str, extra: list[str]) -> list[s
     if job != config_name:
         raise ConfigError(f"resume={shown(run_dir)} is an `advx {job}` run; continue it with "
                           f"`advx {job} resume={shown(run_dir)}`")
-    saved = read_yaml(saved_file, "the run cannot be resumed; start it again in a new run dir")
-    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
-        raise DamagedFile(saved_file, f"{shown(saved_file)} is damaged (not a list of overrides); the run cannot be "
-                                      f"resumed, start it again in a new run dir")
+    saved = saved_overrides(path, "the run cannot be resumed; start it again in a new run dir")
     previous = [o for o in saved if not o.startswith(("resume=", "hydra.run.dir="))]
     if extra:
         before = _flat(compose_config(config_name, previous))
@@ -291,9 +297,18 @@ def _flat(cfg: DictConfig) -> dict[str, Any]:
 
 
 def finished(config_name: str, run_dir: Path) -> bool:
-    """True when a train or construct run dir holds its final results (resuming it has nothing to do)."""
+    """True when a train or construct run dir holds its final results (resuming it has nothing to do); a
+    result that is there but damaged raises DamagedFile naming it."""
     results = {"train": ("metrics.json", "model.pt"), "construct": ("metrics.json", "dataset.pt")}[config_name]
-    return all((run_dir / name).is_file() for name in results)
+    if not all((run_dir / name).is_file() for name in results):
+        return False
+    remedy = f"the results in {shown(run_dir)} cannot be used; run it again in a new run dir"
+    read_json(run_dir / "metrics.json", remedy)
+    if config_name == "train":
+        load_model(run_dir, torch.device("cpu"))
+    else:
+        load_tensors(run_dir / "dataset.pt", remedy)
+    return True
 
 
 def output_dir(config_name: str, overrides: list[str], multirun: bool) -> tuple[Path, bool]:
@@ -343,7 +358,7 @@ def run(config_name: str, task: Callable[[Any], Any], args: list[str]) -> None:
         run_dir = resume[-1].split("=", 1)[1]
         overrides = resume_overrides(config_name, run_dir, [o for o in overrides if o not in resume])
         if finished(config_name, Path(run_dir)) and not inspecting:
-            console.print(f"{shown(run_dir)} is finished; nothing to do", highlight=False, soft_wrap=True)
+            console.print(escape(f"{shown(run_dir)} is finished; nothing to do"), highlight=False, soft_wrap=True)
             return
     jobs = expand_sweep(overrides, multirun)
     typed_jobs = compose_jobs(config_name, jobs)

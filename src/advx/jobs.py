@@ -128,7 +128,11 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: boo
         dataset_cfg = DatasetConfig(name="derived", path=typed.derived, data_dir=dataset_cfg.data_dir)
     dataset_cfg.val_size = 0  # evaluate on the whole split
     data = load_dataset(dataset_cfg, runtime.device)
-    split = (data.test if typed.split == "test" else data.train).head(typed.num_examples)
+    split = data.test if typed.split == "test" else data.train
+    if typed.num_examples is not None and typed.num_examples > len(split):
+        raise ConfigError(f"num_examples={typed.num_examples} exceeds the {len(split)} {typed.split} examples; use "
+                          f"null for all")
+    split = split.head(typed.num_examples)
     log.info("attacking %s (%s) on %d %s examples%s%s", run, spec["model"], len(split), typed.split,
              f" of {typed.derived}" if typed.derived else "",
              f", examples crafted on {typed.source}" if source is not None else "")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from advx.runs import atomic_write_bytes
 
 
 def figure(size: tuple[float, float] = (6.4, 4.4), rows: int = 1, cols: int = 1):
@@ -18,10 +21,13 @@ def figure(size: tuple[float, float] = (6.4, 4.4), rows: int = 1, cols: int = 1)
 
 
 def save(fig, out: Path, name: str) -> str:
-    """Write `fig` to out/name as a PNG, close it, and return the file name (for the report)."""
+    """Write `fig` to out/name (atomically: a killed run never leaves half a PNG), close it, and return the file
+    name (for the report). The format follows the name's suffix."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(name).suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(out / name, buffer.getvalue())
     return name

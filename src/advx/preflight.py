@@ -71,9 +71,14 @@ def check_model_fits(model: ModelConfig, dataset: str, shape: tuple[int, ...], n
 def _check_model_and_data(sections: str) -> None:
     """The data files are there and the model fits them (cached: a sweep repeats the same pairs)."""
     model, dataset = json.loads(sections)
-    dataset_cfg = DatasetConfig(**dataset)
-    shape, classes = describe(dataset_cfg)
-    check_model_fits(MODEL_SCHEMAS[model["name"]](**model), dataset_cfg.name, shape, classes)
+    shape, classes = describe(DatasetConfig(**dataset))
+    _check_fit(json.dumps(model), dataset["name"], shape, classes)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_fit(model: str, dataset: str, shape: tuple[int, ...], num_classes: int) -> None:
+    fields = json.loads(model)
+    check_model_fits(MODEL_SCHEMAS[fields["name"]](**fields), dataset, shape, num_classes)
 
 
 @functools.lru_cache(maxsize=64)
@@ -108,8 +113,8 @@ def check_output_dir(path: Path, key: str) -> None:
             pass
     except OSError as error:
         reason = "a read-only filesystem" if error.errno == errno.EROFS else error.strerror
-        raise ConfigError(f"{key}={shown(path)} cannot be written ({shown(ancestor)}: {reason}); choose another "
-                          f"{key}") from None
+        raise ConfigError(f"{key}={shown(path)} cannot be written: creating a file in {shown(ancestor)} fails "
+                          f"({reason}); choose another {key}") from None
 
 
 def _check_names(path: Path, ancestor: Path, key: str) -> None:

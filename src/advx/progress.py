@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,6 +19,15 @@ from rich.progress import (
 
 T = TypeVar("T")
 console = Console(stderr=True)  # progress and logs share stderr, so stdout stays clean for results
+
+
+def print_error(error: BaseException) -> None:
+    """A user error (AdvxError) or an OSError as the one stderr line every bad input gets: `error: ...`. The
+    message is printed literally (brackets in it, like [inf], are not rich markup)."""
+    from advx.errors import os_error_line
+
+    line = os_error_line(error) if isinstance(error, OSError) else str(error)
+    console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 class Bars:

@@ -139,13 +139,37 @@ def read_yaml(path: Path, remedy: str) -> Any:
 
 def _parse(path: Path, parse: Callable[[str], Any], errors: tuple[type[Exception], ...], remedy: str) -> Any:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as error:
         raise DamagedFile(path, f"cannot read {shown(path)}: {error.strerror}; {remedy}") from None
     try:
-        return parse(text)
+        return parse(data.decode())
     except errors as error:
         raise DamagedFile(path, f"{shown(path)} is damaged ({first_line(error)}); {remedy}") from None
+
+
+def read_history(run_dir: Path) -> list[dict[str, str]]:
+    """A training run's metrics.csv: one row per epoch (values as text); DamagedFile if it does not read back."""
+    path, remedy = run_dir / "metrics.csv", f"rerun the command that made {shown(run_dir)}"
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DamagedFile(path, f"cannot read {shown(path)} ({first_line(error)}); {remedy}") from None
+    if not rows or not all((row.get("epoch") or "").isdigit() for row in rows):
+        raise DamagedFile(path, f"{shown(path)} is damaged (no rows of numbered epochs); {remedy}")
+    return rows
+
+
+def saved_overrides(run_dir: Path, remedy: str) -> list[str]:
+    """The overrides Hydra saved for a run (.hydra/overrides.yaml; none without the file); DamagedFile when they
+    are not a list of strings (an empty file is a truncated one: Hydra writes `[]` for none)."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    saved = read_yaml(path, remedy)
+    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
+        raise DamagedFile(path, f"{shown(path)} is damaged (not a list of overrides); {remedy}")
+    return saved
 
 
 def state_mismatch(model: torch.nn.Module, state: Any) -> str | None:

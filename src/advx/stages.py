@@ -10,8 +10,11 @@ reuse ilyas2019's constructions and a seed sweep shares what does not depend on 
     stage always reruns everything below it, even when its weights come out bit for bit the same,
   - the code: advx's version and a digest of its source files (the git sha and a dirty flag are recorded too).
 A dir holding `stage.json` (written last) is finished and reused; any other dir of that key is resumed (training
-from its last epoch, construction from its last chunk) or rerun. With `reuse="any"` a finished stage with the
-same config and inputs is reused even when other code made it; the report lists it with that code's version.
+from its last epoch, construction from its last chunk) or rerun. Before a finished stage is reused, what
+reproductions read from it is read back (`_damaged`); a stage whose files do not read back (truncated, emptied,
+overwritten) is removed and rerun with a warning, as is an unfinished one whose saved progress does not load.
+With `reuse="any"` a finished stage with the same config and inputs is reused even when other code made it; the
+report lists it with that code's version.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,16 +32,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from advx.data import dataset_files
-from advx.errors import ConfigError
+from advx.derived import DATA_FILE, derived_origin, read_derived
+from advx.errors import AdvxError, ConfigError, DamagedFile, shown
 from advx.jobs import run_attack, run_construct, run_training
 from advx.provenance import code_version, describe_code, file_digest
-from advx.runs import trained_dataset, write_json
+from advx.runs import STATE_FILE, load_model, load_tensors, read_history, read_json, trained_dataset, write_json
+from advx.train import STATE_KEYS
 
 log = logging.getLogger("advx")
 RECORD = "stage.json"
 ARTIFACTS = ("model.pt", "model.json", "dataset.pt", "derived.json")  # what downstream stages read from a run
 REUSE = ("exact", "any")
+RERUN = "the stage is rerun"  # the remedy in DamagedFile lines about a stage's own files
 
 # compose(command, overrides) -> (typed config, resolved YAML, plain dict of the resolved config)
 Composer = Callable[[str, list[str]], tuple[Any, str, dict]]
@@ -59,8 +68,7 @@ def _dataset_inputs(dataset: dict) -> dict[str, str]:
     if dataset["name"] == "derived":
         path = Path(dataset["path"])
         inputs["derived"] = _derived_digest(path)
-        meta = path / "derived.json"
-        base = json.loads(meta.read_text())["source_dataset"] if meta.is_file() else {"name": dataset["base"]}
+        base = derived_origin(path) or {"name": dataset["base"]}
         inputs.update({f"base_{k}": v for k, v in _dataset_inputs({**base, "data_dir": dataset["data_dir"]}).items()})
     return inputs
 
@@ -99,10 +107,53 @@ def key_view(command: str, config: dict) -> tuple[dict, dict[str, str]]:
 
 
 def _read_record(run_dir: Path) -> dict | None:
+    """A stage's record, or None while it is unfinished: a missing or unreadable record counts as unfinished."""
     try:
-        return json.loads((run_dir / RECORD).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads((run_dir / RECORD).read_text())
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
+    return record if isinstance(record, dict) and isinstance(record.get("code"), dict) else None
+
+
+def _damaged(out: Path, command: str) -> str | None:
+    """Why a finished stage cannot be reused (one line naming the damaged file), or None when what reproductions
+    read from it reads back: its metrics, and a train stage's model, config and history or a construct stage's
+    dataset."""
+    try:
+        metrics = read_json(out / "metrics.json", RERUN)
+        if not isinstance(metrics, dict):
+            raise DamagedFile(out / "metrics.json", f"{shown(out / 'metrics.json')} is damaged (not a JSON object); "
+                                                    f"{RERUN}")
+        if command == "train":
+            load_model(out, torch.device("cpu"))
+            trained_dataset(out, None)
+            read_history(out)
+        elif command == "construct":
+            read_derived(out)
+    except AdvxError as error:
+        return _problem(error)
+    return None
+
+
+def _damaged_progress(out: Path, command: str) -> str | None:
+    """Why an unfinished stage cannot be continued, or None: a training state that does not load (the resumed
+    training would stop on it), or a construction that wrote its results but cannot read them back."""
+    try:
+        if command == "train" and (out / STATE_FILE).is_file():
+            state = load_tensors(out / STATE_FILE, RERUN)
+            if not isinstance(state, dict) or not all(key in state for key in STATE_KEYS):
+                raise DamagedFile(out / STATE_FILE, f"{shown(out / STATE_FILE)} is not a training state; {RERUN}")
+        elif command == "construct" and (out / "metrics.json").is_file() and (out / DATA_FILE).is_file():
+            return _damaged(out, command)  # run_construct would take these results as they are
+    except AdvxError as error:
+        return _problem(error)
+    return None
+
+
+def _problem(error: AdvxError) -> str:
+    """An error line without its advice (the last clause of a DamagedFile line): the store acts on it itself."""
+    line = str(error)
+    return (line.rpartition("; ")[0] or line) if isinstance(error, DamagedFile) else line
 
 
 def _code_key(code: dict) -> dict:
@@ -177,6 +228,11 @@ class Stages:
         out = self._find(key, inputs_key) or self.root / f"{name}-{key}"
         with self._lock(key):
             record = _read_record(out)
+            problem = _damaged(out, command) if record else _damaged_progress(out, command)
+            if problem:
+                log.warning("stage %s: %s; %s", name, problem, "rerunning it" if record else "starting it again")
+                shutil.rmtree(out)
+                out, record = self.root / f"{name}-{key}", None
             if record is None:
                 log.info("stage %s: %s in %s", name, command, out)
                 run(typed, out, resolved)
@@ -188,7 +244,7 @@ class Stages:
             else:
                 log.info("stage %s: reused %s", name, out)
                 ran = False
-        metrics = json.loads((out / "metrics.json").read_text())
+        metrics = read_json(out / "metrics.json", f"remove {shown(out)} to rerun the stage")
         same = _code_key(record["code"]) == _code_key(code)
         self.used.append(StageUse(name, command, out, ran, record["code"], same, metrics.get(seconds_key, 0.0)))
         return out, metrics

@@ -5,16 +5,14 @@ Used at the end of every `-m` sweep (through `callbacks.SweepSummaryCallback`) a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from advx.errors import AdvxError
-from advx.runs import write_csv
+from advx.errors import AdvxError, DamagedFile, shown
+from advx.runs import read_json, saved_overrides, write_csv
 
 # Results go to stdout (logs and progress to stderr); wide when piped, so tables are not truncated.
 results_console = Console() if Console().is_terminal else Console(width=200)
@@ -31,15 +29,24 @@ def run_rows(directory: Path) -> list[dict[str, Any]]:
                                                                    key=lambda p: _job_order(p.parent.name))
     rows, settings = [], []
     for path in metric_files:
-        overrides_file = path.parent / ".hydra" / "overrides.yaml"
-        saved = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None
-        overrides = [str(o) for o in saved or []]
+        overrides = saved_overrides(path.parent, _remedy(path.parent))
         settings.append(dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra")))
-        rows.append(_scalars(json.loads(path.read_text())))
+        rows.append(_scalars(_metrics(path)))
     keys = list(dict.fromkeys(k for s in settings for k in s))
     varying = [k for k in keys if len({s.get(k) for s in settings}) > 1] if len(rows) > 1 else keys
     return [{"run": path.parent.name, **{k: s.get(k, "") for k in varying}, **row}
             for path, s, row in zip(metric_files, settings, rows, strict=True)]
+
+
+def _remedy(run_dir: Path) -> str:
+    return f"rerun the command that made {shown(run_dir)}"
+
+
+def _metrics(path: Path) -> dict:
+    metrics = read_json(path, _remedy(path.parent))
+    if not isinstance(metrics, dict):
+        raise DamagedFile(path, f"{shown(path)} is damaged (not a JSON object); {_remedy(path.parent)}")
+    return metrics
 
 
 def _job_order(name: str) -> tuple[int, str]:

@@ -17,9 +17,9 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from advx.errors import EXIT_BAD_INPUT, AdvxError, os_error_line
+from advx.errors import EXIT_BAD_INPUT, AdvxError
 from advx.jobs import run_attack, run_construct, run_training
-from advx.progress import console
+from advx.progress import console, print_error
 from advx.reproduce import run_reproduce
 
 BOOKKEEPING = (".hydra", "config.yaml", "env.json")  # what every run writes before its work starts (and its log)
@@ -37,8 +37,7 @@ def user_errors(task):
         except (AdvxError, OSError) as error:
             if not cfg.get("resume"):
                 discard_if_empty(run_dir(), HydraConfig.get().job.name)
-            line = str(error) if isinstance(error, AdvxError) else os_error_line(error)
-            console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            print_error(error)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             name = HydraConfig.get().job.name

@@ -22,7 +22,7 @@ from advx.claims import Measurement, Outcome, inconclusive, not_run, rate
 from advx.data import load_dataset
 from advx.models import probabilities
 from advx.plots import figure, save
-from advx.runs import load_model, trained_dataset
+from advx.runs import load_model, read_history, trained_dataset
 from advx.schema import Checked, _check, _check_choice, count, non_negative, positive
 from advx.stages import Stages
 
@@ -245,10 +245,7 @@ def _row(metrics: dict, eps: float) -> dict:
 
 
 def _read_csv(path: Path) -> list[dict]:
-    import csv
-
-    with open(path) as handle:
-        return list(csv.DictReader(handle))
+    return read_history(path.parent)  # a damaged metrics.csv is one DamagedFile line, not a traceback
 
 
 def _last_row(path: Path) -> dict:

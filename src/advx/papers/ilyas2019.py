@@ -27,7 +27,7 @@ from advx.derived import read_derived
 from advx.evaluate import error_rate
 from advx.gaussian import GaussianTask, fit_path
 from advx.plots import figure, save
-from advx.runs import load_model, trained_dataset
+from advx.runs import load_model, trained_dataset, write_json
 from advx.runtime import Runtime
 from advx.schema import Bound, Checked, _check, _check_choice, count, non_negative, positive, probability, ranged
 from advx.stages import Stages
@@ -182,7 +182,7 @@ def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, o
     constructed = {name: _metrics(path) for name, path in derived.items()}
     gaussian = fit_path(GaussianTask.skewed(paper.gaussian_dim, paper.gaussian_smallest_std, seed),
                         paper.gaussian_eps, scale.gaussian_samples, seed)
-    (out / "gaussian.json").write_text(json.dumps(gaussian, indent=1))
+    write_json(out / "gaussian.json", gaussian)
     measurements = _claims(results, constructed, reloaded, gaussian, scale)
     figures = [_plot_samples(models["D"], derived, out, data_dir), _plot_gaussian(gaussian, out)]
     return Outcome(measurements, figures, tables=[("Results (the paper's tables, our numbers)",
