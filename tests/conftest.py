@@ -48,3 +48,20 @@ def trained_softmax(advx, workdir: Path) -> Path:
 def unwrapped(text: str) -> str:
     """Text with all whitespace removed: compares log lines that the console wrapped at its width."""
     return "".join(text.split())
+
+
+def record_saves(monkeypatch: pytest.MonkeyPatch, module, die_after: int | None = None) -> list[Path]:
+    """Wrap `module.save_torch` so every file it saves is recorded; with `die_after`, the save after that many
+    raises KeyboardInterrupt instead (the user hits Ctrl-C, or the job is killed, mid-run)."""
+    from advx.runs import save_torch
+
+    saved: list[Path] = []
+
+    def save(path, obj):
+        if die_after is not None and len(saved) == die_after:
+            raise KeyboardInterrupt
+        save_torch(path, obj)
+        saved.append(path)
+
+    monkeypatch.setattr(module, "save_torch", save)
+    return saved

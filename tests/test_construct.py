@@ -15,7 +15,7 @@ from advx.models import build_model
 from advx.progress import Bars
 from advx.runtime import Runtime
 from advx.schema import ConstructConfig
-from conftest import TINY, metrics, unwrapped
+from conftest import TINY, metrics, record_saves, unwrapped
 
 CNN = ["model=cnn", "model.channels=[8,16]", "model.hidden=32"]
 CONSTRUCT = ["runtime=cpu", "runtime.progress=false", "construct.num_examples=96", "construct.chunk_size=24"]
@@ -40,24 +40,14 @@ def test_construct_killed_halfway_continues_where_it_stopped(advx, workdir, sour
     assert advx("construct", "ddet", f"source={source}", *RELABEL, f"hydra.run.dir={straight}").exit_code == 0
 
     killed = workdir / "killed"
-    saved = []
-    original = derived_files.save_torch
-
-    def save_then_die(path, obj):
-        if len(saved) == 2:
-            raise KeyboardInterrupt  # killed while the third of four chunks is being saved
-        original(path, obj)
-        saved.append(path)
-
-    monkeypatch.setattr(derived_files, "save_torch", save_then_die)
+    record_saves(monkeypatch, derived_files, die_after=2)  # killed while the third of four chunks is being saved
     result = advx("construct", "ddet", f"source={source}", *RELABEL, f"hydra.run.dir={killed}")
     assert result.exit_code == 130
     assert unwrapped(f"advx construct resume={killed}") in unwrapped(result.stderr)
     assert sorted(p.name for p in (killed / "chunks").iterdir()) == ["00000.pt", "00001.pt"]
     assert not (killed / "dataset.pt").exists() and not (killed / "metrics.json").exists()
 
-    saved.clear()
-    monkeypatch.setattr(derived_files, "save_torch", lambda path, obj: (saved.append(path), original(path, obj)))
+    saved = record_saves(monkeypatch, derived_files)
     result = advx("construct", f"resume={killed}")
     assert result.exit_code == 0, result.output
     chunks_built = [p for p in saved if p.parent.name == "chunks"]

@@ -4,7 +4,6 @@ with a warning instead."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -16,18 +15,13 @@ from advx import derived as derived_files
 from advx.reproduce import compose_stage
 from advx.runs import STATE_FILE, load_model, save_torch, write_json
 from advx.stages import RECORD, Stages
-from conftest import unwrapped
-from test_errors import assert_one_line_error
+from conftest import record_saves, unwrapped
+from test_errors import assert_one_line_error, snapshot
 
 
 def truncate(path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-def digests(folder) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize(("name", "damage", "fragment"), [
@@ -38,10 +32,10 @@ def digests(folder) -> dict[str, str]:
 ])
 def test_report_names_the_damaged_file_and_changes_nothing(advx, trained_softmax, name, damage, fragment):
     damage(trained_softmax / name)
-    before = digests(trained_softmax)
+    before = snapshot(trained_softmax)
     result = advx("report", str(trained_softmax))
     assert_one_line_error(result, fragment, "rerun the command that made")
-    assert digests(trained_softmax) == before
+    assert snapshot(trained_softmax) == before
 
 
 def test_report_of_a_sweep_names_the_damaged_job(advx, trained_softmax, workdir):
@@ -95,19 +89,11 @@ def test_a_damaged_chunk_is_rebuilt_and_the_dataset_comes_out_the_same(advx, wor
                 f"hydra.run.dir={straight}").exit_code == 0
     reference = torch.load(straight / derived_files.DATA_FILE, weights_only=True)
 
-    killed, saved = workdir / "killed", []
-    original = derived_files.save_torch
-
-    def save_then_die(path, obj):
-        if len(saved) == 2:
-            raise KeyboardInterrupt  # killed while the last of three chunks is being saved
-        original(path, obj)
-        saved.append(path)
-
-    monkeypatch.setattr(derived_files, "save_torch", save_then_die)
+    killed = workdir / "killed"
+    record_saves(monkeypatch, derived_files, die_after=2)  # killed while the last of three chunks is being saved
     assert advx("construct", "ddet", f"source={trained_softmax}", *RELABEL,
                 f"hydra.run.dir={killed}").exit_code == 130
-    monkeypatch.setattr(derived_files, "save_torch", lambda path, obj: (saved.append(path), original(path, obj)))
+    saved = record_saves(monkeypatch, derived_files)
 
     for label, damage in [("truncated", truncate), ("empty", lambda p: p.write_bytes(b"")),
                           ("no_labels", without_labels)]:
