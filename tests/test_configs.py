@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from advx.hydra_bridge import CONF_DIR, compose_job, group_options
+from advx.hydra_bridge import CONF_DIR, compose_job, compose_jobs, group_options
 
 TRAIN_CHOICES = [(g, o) for g in ("dataset", "model", "optim", "regime", "attack", "runtime", "experiment")
                  for o in group_options(g)]
@@ -52,3 +52,13 @@ def test_mnist_maxout_preset_is_the_recipe():
     assert (cfg.model.units, cfg.model.pieces, cfg.model.layers) == (240, 5, 2)
     assert (cfg.model.input_include, cfg.model.hidden_include, cfg.model.max_col_norm) == (0.8, 0.5, 1.9365)
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.momentum_final, cfg.train.epochs) == (0.1, 0.5, 0.7, 30)
+
+
+@pytest.mark.parametrize("extra", [
+    ["model=cnn", "model.channels=[4,8]", "seed=3"], ["experiment=mnist_maxout", "optim.lr=0.3"],
+    ["model=rbf", "+model.extra=1"], ["regime=pgd_adv", "regime.steps=3", "attack=pgd_l2", "attack.eps=[0.1,0.2]"],
+    ["dataset.train_size=100", "dataset.classes=[1,2]"],
+])
+def test_composing_a_sweep_in_bulk_gives_each_job_its_full_composition(extra):
+    job = ["dataset=synthetic", "runtime=cpu", *extra]
+    assert compose_jobs("train", [job]) == [compose_job("train", job)]

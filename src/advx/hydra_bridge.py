@@ -223,8 +223,8 @@ def compose_jobs(config_name: str, jobs: list[list[str]]) -> list[Any]:
 
 def _chooses_configs(override: Override) -> bool:
     """True for an override that picks a config (model=cnn, hydra/launcher=...) or sets Hydra's own keys."""
-    head = override.key_or_group.split("@")[0].replace("/", ".").split(".")[0].lstrip("+~")
-    return head in GROUPS or head == "hydra" or override.package is not None
+    key = override.key_or_group
+    return key in GROUPS or "/" in key or key.split(".")[0] == "hydra" or override.package is not None
 
 
 def compose_job(config_name: str, overrides: list[str]) -> Any:
