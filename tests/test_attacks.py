@@ -8,7 +8,7 @@ import inspect
 import pytest
 import torch
 
-from advx.attacks import Attack, default_clip, fgsm, pgd, sign_noise, uniform_noise
+from advx.attacks import Attack, default_clip, fgsm, pgd, pgd_until_fooled, sign_noise, uniform_noise
 from advx.data import Split, load_dataset
 from advx.errors import ConfigError
 from advx.evaluate import attack_metrics, error_rate
@@ -26,6 +26,7 @@ CPU = Runtime.from_config(device="cpu", progress=False)
 def trained():
     """A small CNN fit to the synthetic dataset, and its test batch."""
     data = load_dataset(DatasetConfig(name="synthetic", train_size=512, test_size=200), CPU.device)
+    torch.manual_seed(0)  # the same model whichever tests ran before
     model = build_model("cnn", data.input_shape, data.num_classes, data.mean, data.std, channels=[8, 16], hidden=32)
     fit(model, data, optim=OptimConfig(name="adam", lr=3e-3), regime=RegimeConfig(name="standard"),
         loop=LoopConfig(epochs=4, batch_size=64), runtime=CPU, generator=seed_everything(0))
@@ -122,6 +123,62 @@ def test_restarts_keep_the_worst_case_per_example(trained):
     torch.manual_seed(1)
     five = robust_accuracy(model, data, Attack(name="pgd", eps=0.04, steps=3, random_start=True, restarts=5))
     assert five <= one
+
+
+class Recorder(torch.nn.Module):
+    """The model, noting which examples any of its forward passes over the whole batch misclassifies."""
+
+    def __init__(self, model, y):
+        super().__init__()
+        self.model, self.y = model, y
+        self.fooled = torch.zeros_like(y, dtype=torch.bool)
+
+    def forward(self, x):
+        logits = self.model(x)
+        if len(x) == len(self.y):
+            self.fooled |= logits.argmax(1) != self.y
+        return logits
+
+
+def test_active_set_gives_the_best_iterate_result_of_attacking_everything(trained):
+    """Dropping fooled examples changes nothing: the same examples are fooled as when every example is attacked
+    for every step of every restart and counted fooled at any iterate (the clean input included). Steps twice
+    the ball's radius make iterates jump, so some examples are fooled on the way and recover by the last step:
+    those final-iterate counting misses, and the check is not vacuous."""
+    model, data, x, y = trained
+    recovered = 0
+    for norm, eps in (("linf", 0.06), ("l2", 1.2)):
+        for random_start, restarts in ((False, 1), (True, 1), (True, 3)):
+            full = Recorder(model, y)
+            full(x)
+            torch.manual_seed(3)
+            x_last = pgd(full, x, y, eps=eps, norm=norm, steps=8, step_size=2 * eps, random_start=random_start,
+                         restarts=restarts)
+            full(x_last)
+            torch.manual_seed(3)
+            outcome = pgd_until_fooled(model, x, y, eps=eps, norm=norm, steps=8, step_size=2 * eps,
+                                       random_start=random_start, restarts=restarts)
+            fooled = outcome.logits.argmax(1) != y
+            assert 0 < int(full.fooled.sum()) < len(y)  # the radius leaves something to decide
+            assert torch.equal(fooled, full.fooled), (norm, random_start, restarts)
+            assert torch.equal(model(outcome.x_adv).argmax(1) != y, fooled)  # x_adv is the iterate counted
+            assert outcome.example_steps < len(y) * 8 * restarts  # decided examples took no further steps
+            delta = (outcome.x_adv - x).flatten(1)
+            assert (delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)).max() <= eps + 1e-5
+            recovered += int((fooled & (model(x_last).argmax(1) == y)).sum())
+    assert recovered > 0
+
+
+def test_robust_accuracy_is_measured_with_the_active_set(trained):
+    """attack_metrics' adversarial error is the best-iterate one, and its attack takes fewer than all steps."""
+    model, data, x, y = trained
+    attack = Attack(name="pgd", eps=0.06, steps=8, random_start=True)
+    torch.manual_seed(5)
+    metrics = attack_metrics(model, data.test, attack, CPU)
+    torch.manual_seed(5)
+    outcome = pgd_until_fooled(model, x, y, eps=0.06, steps=8, random_start=True)
+    assert metrics["adv_error"] == pytest.approx((outcome.logits.argmax(1) != y).float().mean().item())
+    assert metrics["steps_per_example"] < 8
 
 
 def test_targeted_pgd_reaches_its_targets(trained):

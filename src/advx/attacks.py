@@ -14,6 +14,13 @@ torchattacks libraries):
 - with restarts, an example counts as robust only if no restart fools the model: the first successful
   restart is kept, else the one with the highest loss;
 - FGSM (Goodfellow et al. 2015) is a single unprojected Linf step of size eps from x.
+
+Evaluation (`Attack.evaluate`, what robust accuracy is measured with) differs from crafting in one way for
+untargeted PGD: an example counts as fooled when the clean input or any iterate of any restart fools the model
+(the best-iterate rule), and an example once fooled is dropped from every later step and restart (an active
+set, as AutoAttack does between its attacks). The robust accuracy is identical to running every example for
+every step under the same rule (tested), and never higher than final-iterate counting. Training-time and
+construction attacks (`pgd`) keep their fixed number of steps and return the final iterate.
 """
 
 from __future__ import annotations
@@ -163,6 +170,82 @@ def _fools(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targete
     return prediction == y if targeted else prediction != y
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What an evaluation attack found for a batch of B examples."""
+
+    x_adv: torch.Tensor  # [B, ...] the first fooling iterate, else the final iterate of the highest-loss restart
+    logits: torch.Tensor  # [B, C] the model's logits at x_adv, from the attack's own forward pass
+    clean_logits: torch.Tensor  # [B, C] the model's logits at x
+    example_steps: int  # gradient steps taken, summed over examples (B * steps * restarts without an active set)
+
+
+def pgd_until_fooled(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = False,
+    restarts: int = 1,
+    clip: bool = True,
+) -> Outcome:
+    """Untargeted PGD for evaluation: the best-iterate rule over an active set (see the module docstring).
+
+    x: [B, ...] inputs; y: [B] true labels; the other arguments as in `pgd`. Iterates 0..steps of every restart
+    are checked; an example leaves the active set at its first fooling iterate (or at once when the clean input
+    is misclassified), so its x_adv is that iterate. Random starts are drawn for the whole batch, so each
+    example's trajectory is the one `pgd` would follow for it.
+    """
+    threat = THREATS[norm]()
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    output = getattr(model, "output", "softmax")
+    x = x.detach()
+    with eval_mode(model):
+        with torch.no_grad():
+            clean_logits = model(x)
+        logits = clean_logits.clone()
+        fooled = clean_logits.argmax(1) != y
+        best, best_loss = x.clone(), torch.full((x.shape[0],), -torch.inf, device=x.device)
+        example_steps = 0
+        for _ in range(restarts):
+            start = threat.init(x, eps) if random_start else torch.zeros_like(x)  # drawn for all: same RNG use
+            active = (~fooled).nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            xa, ya = x[active], y[active]
+            delta = _constrain(threat, xa, start[active], eps, True, clip)
+            for step in range(steps + 1):
+                delta.requires_grad_(step < steps)
+                with torch.set_grad_enabled(step < steps):
+                    step_logits = model(xa + delta)
+                success = step_logits.argmax(1) != ya
+                done = success if step < steps else torch.ones_like(success)
+                if bool(done.any()):
+                    index = active[done]
+                    # fooled examples always take their iterate; survivors of the last step keep the best restart
+                    loss = per_example_loss(step_logits.detach(), ya, output).float()[done]
+                    take = success[done] | (loss > best_loss[index])
+                    best[index[take]] = (xa + delta).detach()[done][take]
+                    logits[index[take]] = step_logits.detach()[done][take].to(logits.dtype)
+                    best_loss[index[take]] = loss[take]
+                    fooled[index] |= success[done]
+                if step == steps:
+                    break
+                (grad,) = torch.autograd.grad(per_example_loss(step_logits, ya, output).sum(), delta)
+                keep = ~success
+                example_steps += int(keep.sum())
+                active, xa, ya = active[keep], xa[keep], ya[keep]
+                if active.numel() == 0:
+                    break
+                delta = delta.detach()[keep] + threat.step(grad[keep], step_size)
+                delta = _constrain(threat, xa, delta, eps, True, clip)
+    return Outcome(best.detach(), logits, clean_logits, example_steps)
+
+
 def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, clip: bool = False,
          objective: Objective | None = None, on_logits: LogitsHook | None = None) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): x + eps * sign(grad_x J(x, y)), unprojected.
@@ -216,6 +299,32 @@ class Attack:
     def sees_clean_logits(self) -> bool:
         """True when the first forward pass of the attack is on the clean input (gradient attack, no random start)."""
         return self.name == "fgsm" or (self.name == "pgd" and not self.random_start and self.eps > 0)
+
+    @property
+    def until_fooled(self) -> bool:
+        """True when evaluation uses the active set and the best-iterate rule: untargeted PGD."""
+        return self.name == "pgd" and not self.targeted and self.eps > 0
+
+    def evaluate(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 source: torch.nn.Module | None = None) -> Outcome:
+        """The attack as robust accuracy is measured: x_adv with `model`'s logits at x and at x_adv.
+
+        Untargeted PGD on the model itself runs `pgd_until_fooled`; every other attack, and any attack crafted on
+        a transfer `source` (whose being fooled decides nothing about the model), is crafted in full and x_adv
+        forwarded once.
+        """
+        if self.until_fooled and source is None:
+            return pgd_until_fooled(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                                    step_size=self.step_size, random_start=self.random_start,
+                                    restarts=self.restarts, clip=bool(self.clip))
+        seen: list[torch.Tensor] = []
+        reuse_clean = source is None and self.sees_clean_logits
+        x_adv = self(source if source is not None else model, x, y, on_logits=seen.append if reuse_clean else None)
+        with eval_mode(model), torch.no_grad():
+            clean_logits = seen[0] if seen else model(x)
+            logits = model(x_adv)
+        gradient_steps = self.steps * self.restarts if self.name == "pgd" else int(self.name == "fgsm")
+        return Outcome(x_adv.detach(), logits, clean_logits, x.shape[0] * gradient_steps)
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                  on_logits: LogitsHook | None = None) -> torch.Tensor:

@@ -36,8 +36,10 @@ def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime
     """Clean and adversarial metrics of `model` on `split` under `attack` (crafted on `source` if given).
 
     Returns fractions: clean_error, adv_error, adv_confidence (mean over all examples),
-    adv_confidence_wrong (mean over misclassified adversarial examples), clean_confidence, and
-    perturbation sizes linf / l2 (means over examples). The model runs in eval mode; its mode is restored.
+    adv_confidence_wrong (mean over misclassified adversarial examples), clean_confidence, perturbation
+    sizes linf / l2 (means over examples) and steps_per_example (the gradient steps the attack took). Untargeted
+    PGD on the model itself counts an example as fooled at its first fooling iterate and stops attacking it
+    (`Attack.evaluate`: best-iterate rule, active set). The model runs in eval mode; its mode is restored.
     Raises ConfigError when the attack clips (`attack.clip`) on a split without a [0, 1] box.
     """
     require_box(attack.clip, split, "attack.clip")
@@ -54,34 +56,33 @@ def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime
         "clean_confidence": values["clean_conf"] / n,
         "mean_linf": values["linf"] / n,
         "mean_l2": values["l2"] / n,
+        "steps_per_example": values["example_steps"] / n,  # gradient steps the attack took, per example
     }
 
 
 def _attack_sums(model, split, attack, runtime, source, batch_size, bars) -> dict[str, torch.Tensor]:
-    crafter = source if source is not None else model
     output = getattr(model, "output", "softmax")
     sums = {k: torch.zeros((), device=split.labels.device) for k in
             ("clean_wrong", "adv_wrong", "clean_conf", "adv_conf", "adv_conf_wrong", "linf", "l2")}
     batches = split.batches(batch_size)
     if bars is not None:
         batches = bars.inner(batches, f"{attack.name} eps={attack.eps:g}", -(-len(split) // batch_size))
-    reuse_clean = source is None and attack.sees_clean_logits
+    example_steps = 0
     for x, y in batches:
-        seen: list[torch.Tensor] = []
         with runtime.autocast():
-            x_adv = attack(crafter, x, y, on_logits=seen.append if reuse_clean else None)
-            with torch.no_grad():
-                clean_p = probabilities(seen[0] if seen else model(x), output)
-                adv_p = probabilities(model(x_adv), output)
+            outcome = attack.evaluate(model, x, y, source)
+        example_steps += outcome.example_steps
         with torch.no_grad():
-            adv_conf, adv_pred = adv_p.max(1)
+            clean_p = probabilities(outcome.clean_logits.float(), output)
+            adv_conf, adv_pred = probabilities(outcome.logits.float(), output).max(1)
             adv_wrong = adv_pred != y
             sums["clean_wrong"] += (clean_p.argmax(1) != y).sum()
             sums["clean_conf"] += clean_p.max(1).values.sum()
             sums["adv_wrong"] += adv_wrong.sum()
             sums["adv_conf"] += adv_conf.sum()
             sums["adv_conf_wrong"] += (adv_conf * adv_wrong).sum()
-            delta = (x_adv - x).flatten(1).float()
+            delta = (outcome.x_adv - x).flatten(1).float()
             sums["linf"] += delta.abs().amax(1).sum()
             sums["l2"] += delta.norm(dim=1).sum()
+    sums["example_steps"] = torch.tensor(float(example_steps))
     return sums
