@@ -46,6 +46,11 @@ def test_goodfellow2015_smoke_reports_no_verdicts_and_reruns_exactly_what_change
     assert "Criteria were fixed before measuring" not in markdown and "not judged" in markdown
     for figure in ("error_vs_eps.png", "logit_trace.png"):
         assert (out / figure).stat().st_size > 1000 and f"]({figure})" in markdown
+    # where the time went: every second in one section, the sections adding up to the invocation's time
+    sections = report["time_seconds"]
+    assert {"train stages that ran", "attack stages that ran", "figures", "analysis: ensemble"} <= set(sections)
+    assert sum(sections.values()) == pytest.approx(report["wall_seconds"], rel=0.05, abs=0.5)
+    assert "## Where the time went" in markdown
     store = workdir / "outputs" / "stages"  # the store every reproduction shares
     assert {s["dir"] for s in report["stages"]} == {p.name for p in store.iterdir() if not p.name.startswith(".")}
     assert all((store / s["dir"] / "stage.json").is_file() for s in report["stages"])
@@ -222,3 +227,16 @@ def test_ilyas2019_smoke_pipeline_builds_the_four_datasets_and_reports_every_cla
     again = advx("reproduce", "ilyas2019", *SMOKE, f"hydra.run.dir={out}")
     assert again.exit_code == 0, again.output
     assert ran(report_of(out)) == set()
+
+
+def test_reproduce_all_runs_every_paper_into_one_index(advx, workdir):
+    result = advx("reproduce", "all", *SMOKE)
+    assert result.exit_code == 0, result.output
+    index_dir = workdir / "outputs" / "reproduce" / "all-smoke"
+    index = (index_dir / "index.md").read_text()
+    assert "3 of 3 papers finished" in index and "Total" in index
+    for paper in ("goodfellow2015", "gilmer2018", "ilyas2019"):
+        assert report_of(index_dir / f"{paper}-seed0")["paper"] == paper
+        assert f"]({paper}-seed0/report.md)" in index
+    refused = advx("reproduce", "all", *SMOKE, "paper.scales.smoke.rbf_epochs=3")
+    assert refused.exit_code == 2 and "shares" in refused.output

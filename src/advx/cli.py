@@ -4,6 +4,7 @@
     advx attack run=<run dir> [attack=...] [-m]        attack a trained model
     advx construct <kind> source=<run dir>              derive D_R / D_NR / D_rand / D_det from a model
     advx reproduce <paper> [scale=...] [-m]            re-run a paper's experiments and write its report
+    advx reproduce all [scale=...]                     every paper, then one index (outputs/reproduce/all-SCALE)
     advx config <train|attack> [overrides]             print the resolved config
     advx report <run or sweep dir>                     re-render the summary of finished runs
     advx bench                                         time advx's loops against bare PyTorch loops
@@ -138,7 +139,9 @@ def construct(ctx: typer.Context, kind: str = typer.Argument(
 
 
 @app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(("paper", "runtime")))
-def reproduce(ctx: typer.Context, paper: str = typer.Argument(..., help="the paper, e.g. goodfellow2015")) -> None:
+def reproduce(ctx: typer.Context, paper: str = typer.Argument(
+        ..., help="the paper, e.g. goodfellow2015, or all (every paper, then outputs/reproduce/all-SCALE/index.md)",
+)) -> None:
     """Re-run a paper: `advx reproduce goodfellow2015 scale=cpu`.
 
     Each stage (a train, construct or attack run) lives in the stage store every reproduction shares
@@ -155,7 +158,15 @@ def reproduce(ctx: typer.Context, paper: str = typer.Argument(..., help="the pap
         from advx.hydra_bridge import group_options
 
         _report_errors(_raise(AdvxError(f"name the paper first: advx reproduce PAPER [key=value ...], where PAPER is "
-                                        f"one of {', '.join(group_options('paper'))}")))
+                                        f"one of {', '.join(group_options('paper'))} or all")))
+    if paper == "all":
+        from advx.reproduce_all import reproduce_all
+
+        finished: list[bool] = []
+        _report_errors(lambda: finished.append(reproduce_all(ctx.args)))
+        if not all(finished):
+            raise typer.Exit(1)
+        return
     _run("reproduce", [f"paper={paper}", *ctx.args])
 
 

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from advx.runs import atomic_write_bytes
+from advx.timing import section
 
 
 def figure(size: tuple[float, float] = (6.4, 4.4), rows: int = 1, cols: int = 1):
@@ -25,9 +26,10 @@ def save(fig, out: Path, name: str) -> str:
     name (for the report). The format follows the name's suffix."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=Path(name).suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(out / name, buffer.getvalue())
+    with section("figures"):
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=Path(name).suffix.lstrip(".") or "png", dpi=120)
+        plt.close(fig)
+        atomic_write_bytes(out / name, buffer.getvalue())
     return name

@@ -32,6 +32,7 @@ class ReportInput:
     tables: list[tuple[str, str]] = field(default_factory=list)  # (heading, markdown table)
     stages: list[dict] = field(default_factory=list)  # StageUse.to_json rows
     stage_seconds: float | None = None
+    time_sections: dict[str, float] = field(default_factory=dict)  # this invocation's wall time by section
     code: dict | None = None
     environment: dict | None = None
 
@@ -98,6 +99,7 @@ def write_report(out: Path, claims: list[Claim], info: ReportInput) -> dict:
         "claims": [_claim_json(c) for c in paper_claims], "checks": [_claim_json(c) for c in checks],
         "deviations": [{"choice": a, "ours": b, "why": c} for a, b, c in info.deviations],
         "figures": info.figures, "stages": info.stages, **({"code": info.code} if info.code else {}),
+        **({"time_seconds": {k: round(v, 1) for k, v in info.time_sections.items()}} if info.time_sections else {}),
     }
     write_json(out / "report.json", document)
     paper = info.meta["paper"]
@@ -136,12 +138,24 @@ def write_report(out: Path, claims: list[Claim], info: ReportInput) -> dict:
         lines.append("")
     if info.figures:
         lines += ["## Figures", ""] + [f"![{name}]({name})" for name in info.figures] + [""]
+    if info.time_sections:
+        lines += _time_section(info)
     if info.stages:
         lines += _stages_section(info)
     if info.environment:
         lines += ["## Environment", "", "```", json.dumps(info.environment, indent=1, default=str), "```", ""]
     write_text(out / "report.md", "\n".join(lines))
     return document
+
+
+def _time_section(info: ReportInput) -> list[str]:
+    total = max(info.wall_seconds, 1e-9)
+    lines = ["## Where the time went", "", f"This invocation's {info.wall_seconds / 60:.1f} min, each second charged "
+             "to one section (a stage's own minutes are in the stages table below).", "",
+             "| section | minutes | share |", "|---|---|---|"]
+    rows = sorted(info.time_sections.items(), key=lambda item: -item[1])
+    lines += [f"| {_cell(name)} | {seconds / 60:.2f} | {seconds / total:.0%} |" for name, seconds in rows]
+    return [*lines, ""]
 
 
 def _stages_section(info: ReportInput) -> list[str]:

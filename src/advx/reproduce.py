@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from advx import timing
 from advx.claims import counts, load_claims, settle
 from advx.hydra_bridge import compose_config, typed_config
 from advx.jobs import start_run
@@ -35,9 +36,8 @@ def compose_stage(command: str, overrides: list[str]) -> tuple[Any, str, dict]:
     return typed_config(cfg), OmegaConf.to_yaml(cfg, resolve=True), OmegaConf.to_container(cfg, resolve=True)
 
 
-def run_reproduce(typed: ReproduceTaskConfig, out: Path, resolved_yaml: str) -> dict:
-    """Run a paper's pipeline with its stages in the store and write report.md / report.json into `out`."""
-    started = time.perf_counter()
+def _run_paper(typed: ReproduceTaskConfig, out: Path, resolved_yaml: str):
+    """The paper's stages and analyses: (outcome, claims, paper.yaml meta, stages, runtime, paper module)."""
     runtime = start_run(typed, out, resolved_yaml)
     paper = typed.paper
     scale = paper.scales[typed.scale]
@@ -52,12 +52,22 @@ def run_reproduce(typed: ReproduceTaskConfig, out: Path, resolved_yaml: str) -> 
              stages.root)
     module = PAPERS[paper.name]
     outcome = module.run(paper, scale, stages, data_dir, typed.seed, out, runtime.device)
+    return outcome, claims, meta, stages, runtime, module
+
+
+def run_reproduce(typed: ReproduceTaskConfig, out: Path, resolved_yaml: str) -> dict:
+    """Run a paper's pipeline with its stages in the store and write report.md / report.json into `out`."""
+    started = time.perf_counter()
+    with timing.record() as tally:
+        outcome, claims, meta, stages, runtime, module = _run_paper(typed, out, resolved_yaml)
+    sections = {**tally.seconds, "other (set-up, loading models for analyses, bookkeeping)": tally.rest()}
+    paper, scale = typed.paper, typed.paper.scales[typed.scale]
     settle(claims, outcome.measurements, verdicts=typed.scale != "smoke", unjudged_note=SMOKE_NOTE)
     info = ReportInput(
         meta, scale=typed.scale, seeds=[typed.seed], device=str(runtime.device),
         wall_seconds=time.perf_counter() - started, deviations=module.deviations(typed.scale, scale),
         figures=outcome.figures, tables=outcome.tables, stages=[use.to_json(stages.root) for use in stages.used],
-        stage_seconds=stages.compute_seconds, code=code_version(),
+        stage_seconds=stages.compute_seconds, time_sections=sections, code=code_version(),
         environment=json.loads((out / "env.json").read_text()))
     write_report(out, claims, info)
     found, checked = counts(claims, "claim"), counts(claims, "check")

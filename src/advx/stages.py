@@ -40,6 +40,7 @@ from advx.errors import AdvxError, ConfigError, DamagedFile, shown
 from advx.jobs import run_attack, run_construct, run_training
 from advx.provenance import code_version, describe_code, file_digest
 from advx.runs import STATE_FILE, load_model, load_tensors, read_history, read_json, trained_dataset, write_json
+from advx.timing import section
 from advx.train import STATE_KEYS
 
 log = logging.getLogger("advx")
@@ -220,6 +221,11 @@ class Stages:
 
     def _stage(self, command: str, name: str, overrides: list[str], run: Callable, seconds_key: str,
                ) -> tuple[Path, dict]:
+        with section("stage store: composing, keys, reading stages back"):
+            return self._find_or_run(command, name, overrides, run, seconds_key)
+
+    def _find_or_run(self, command: str, name: str, overrides: list[str], run: Callable, seconds_key: str,
+                     ) -> tuple[Path, dict]:
         typed, resolved, config = self.compose(command, [*self.common, *overrides])
         view, inputs = key_view(command, config)
         inputs_key = _digest({"command": command, "config": view, "inputs": inputs})
@@ -235,7 +241,8 @@ class Stages:
                 out, record = self.root / f"{name}-{key}", None
             if record is None:
                 log.info("stage %s: %s in %s", name, command, out)
-                run(typed, out, resolved)
+                with section(f"{command} stages that ran"):
+                    run(typed, out, resolved)
                 record = {"name": name, "command": command, "key": key, "inputs_key": inputs_key, "code": code,
                           "inputs": inputs, "config": view, "id": uuid.uuid4().hex,
                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -34,6 +34,7 @@ from advx.spheres import (
     sphere_error_rate,
 )
 from advx.stages import Stages
+from advx.timing import section
 
 log = logging.getLogger("advx")
 
@@ -109,11 +110,13 @@ def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, o
                 points.append(point)
                 if kind == "quadratic":
                     quadratic_checks.append(point)
-        for mu in scale.calibration_mus:
-            calibration.append(_calibrate(mu, dim, scale, seed, device))
+        with section("analysis: calibration of the error-rate estimate"):
+            for mu in scale.calibration_mus:
+                calibration.append(_calibrate(mu, dim, scale, seed, device))
     _write_points(points, out)
     measurements = _claims(points, quadratic_checks, calibration)
-    figures = [_plot_bound(points, scale.dims, out), _plot_collapse(points, out)]
+    with section("figures"):
+        figures = [_plot_bound(points, scale.dims, out), _plot_collapse(points, out)]
     return Outcome(measurements, figures)
 
 
@@ -121,12 +124,14 @@ def _measure(run_dir: Path, kind: str, dim: int, samples: int, radius_outer: flo
              seed: int, device: torch.device) -> dict:
     """mu (inner sphere), its upper bound, d(E) by search, the cap bound, and for quadratic nets the analytics."""
     model, _ = load_model(run_dir, device)
-    rate = sphere_error_rate(model, dim, 1.0, 0, scale.error_samples, seed=seed + 1, device=device, keep=20000)
-    outer = sphere_error_rate(model, dim, radius_outer, 1, scale.error_samples, seed=seed + 2, device=device)
-    generator = held_out_generator(seed + 3)  # held out: no run seed replays these points
-    x = sample_sphere(scale.search_points, dim, 1.0, generator, device)
-    searched = nearest_errors(model, x, 0, step=scale.search_step, steps=scale.search_steps,
-                              restarts=scale.restarts, generator=generator)
+    with section("analysis: Monte Carlo error rates"):
+        rate = sphere_error_rate(model, dim, 1.0, 0, scale.error_samples, seed=seed + 1, device=device, keep=20000)
+        outer = sphere_error_rate(model, dim, radius_outer, 1, scale.error_samples, seed=seed + 2, device=device)
+    with section("analysis: nearest-error search"):
+        generator = held_out_generator(seed + 3)  # held out: no run seed replays these points
+        x = sample_sphere(scale.search_points, dim, 1.0, generator, device)
+        searched = nearest_errors(model, x, 0, step=scale.search_step, steps=scale.search_steps,
+                                  restarts=scale.restarts, generator=generator)
     not_found = int((searched >= 2 - 1e-6).sum())
     distances = searched
     if rate.examples is not None and len(rate.examples):  # every sampled error is an upper bound too

@@ -25,6 +25,7 @@ from advx.plots import figure, save
 from advx.runs import load_model, read_history, trained_dataset
 from advx.schema import Checked, _check, _check_choice, count, non_negative, positive
 from advx.stages import Stages
+from advx.timing import section
 
 log = logging.getLogger("advx")
 
@@ -205,12 +206,17 @@ def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int,
     put("l1_train_error", float(l1_history["train_error"]),
         f"after {l1_history['epoch']} epochs; without L1 at that epoch: {float(naive_history['train_error']):.3f}")
 
-    m.update(_agreement(runs, eps, device))
-    m.update(_ensemble(members, eps, device))
-    m.update(_rubbish(runs, scale.rubbish_samples, seed, device))
-    m.update(_closed_form(runs["logistic"], eps, device))
+    with section("analysis: transfer agreement"):
+        m.update(_agreement(runs, eps, device))
+    with section("analysis: ensemble"):
+        m.update(_ensemble(members, eps, device))
+    with section("analysis: rubbish-class examples"):
+        m.update(_rubbish(runs, scale.rubbish_samples, seed, device))
+    with section("analysis: closed form"):
+        m.update(_closed_form(runs["logistic"], eps, device))
     m.update(_cifar_arm(paper, scale, stages, data_dir, seed))
-    figures = [_plot_error_vs_eps(curves, out), _plot_logit_trace(runs["maxout"], out, device)]
+    with section("figures"):
+        figures = [_plot_error_vs_eps(curves, out), _plot_logit_trace(runs["maxout"], out, device)]
     return Outcome(m, figures)
 
 

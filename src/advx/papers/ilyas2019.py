@@ -31,6 +31,7 @@ from advx.runs import load_model, trained_dataset, write_json
 from advx.runtime import Runtime
 from advx.schema import Bound, Checked, _check, _check_choice, count, non_negative, positive, probability, ranged
 from advx.stages import Stages
+from advx.timing import section
 
 log = logging.getLogger("advx")
 
@@ -180,11 +181,13 @@ def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, o
     results = {name: _evaluate(stages, name, run_dir, scale, seed, device, attacked=name not in ROBUST_BUILT)
                for name, run_dir in models.items()}
     constructed = {name: _metrics(path) for name, path in derived.items()}
-    gaussian = fit_path(GaussianTask.skewed(paper.gaussian_dim, paper.gaussian_smallest_std, seed),
-                        paper.gaussian_eps, scale.gaussian_samples, seed)
-    write_json(out / "gaussian.json", gaussian)
+    with section("analysis: Gaussian model (Sec. 4)"):
+        gaussian = fit_path(GaussianTask.skewed(paper.gaussian_dim, paper.gaussian_smallest_std, seed),
+                            paper.gaussian_eps, scale.gaussian_samples, seed)
+        write_json(out / "gaussian.json", gaussian)
     measurements = _claims(results, constructed, reloaded, gaussian, scale)
-    figures = [_plot_samples(models["D"], derived, out, data_dir), _plot_gaussian(gaussian, out)]
+    with section("figures"):
+        figures = [_plot_samples(models["D"], derived, out, data_dir), _plot_gaussian(gaussian, out)]
     return Outcome(measurements, figures, tables=[("Results (the paper's tables, our numbers)",
                                                    _table(results, scale))])
 
@@ -210,7 +213,8 @@ def _evaluate(stages: Stages, name: str, run_dir: Path, scale: Scale, seed: int,
               attacked: bool = True) -> dict[str, float]:
     """Clean accuracy (whole test set), accuracy on labels y + 1 and, when `attacked`, robust accuracy per eps
     and step count and the lower of the step counts per eps."""
-    row = {"clean": 1 - _metrics(run_dir)["test_error"], "next_label": _accuracy_on_next_label(run_dir, device)}
+    with section("analysis: accuracy on labels y+1"):
+        row = {"clean": 1 - _metrics(run_dir)["test_error"], "next_label": _accuracy_on_next_label(run_dir, device)}
     if not attacked:
         log.info("%s: clean %.4f, on labels y+1 %.4f", name, row["clean"], row["next_label"])
         return row
