@@ -6,7 +6,7 @@ ADVX := $(VENV)/bin/advx
 export ADVX_DATA_DIR ?= $(abspath ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint main ilyas gilmer maxout bench clean
+.PHONY: help install test test-slow lint main ilyas gilmer maxout bench bench-deps gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,8 +43,22 @@ maxout: install  ## train the maxout MLP on MNIST (30 epochs) and FGSM-attack it
 	$(ADVX) train experiment=mnist_maxout hydra.run.dir=outputs/maxout/train
 	$(ADVX) attack run=outputs/maxout/train attack=fgsm 'attack.eps=[0.1,0.25]' hydra.run.dir=outputs/maxout/attack
 
-bench: install  ## time advx's training loop and FGSM pass against bare PyTorch loops (MNIST maxout)
+bench: bench-deps  ## time advx against bare PyTorch loops and against torchattacks (MNIST)
 	$(ADVX) bench
+
+# torchattacks 3.5.1 pins requests~=2.25.1, which would downgrade the environment: install it without its
+# dependencies, with the two it imports (scipy comes with advx's own), and check that nothing was downgraded.
+$(VENV)/.bench-deps: $(VENV)/.installed
+	$(VENV)/bin/pip install --no-deps 'torchattacks==3.5.1' 'tqdm>=4.56'
+	$(VENV)/bin/pip check 2>&1 | grep -v -i torchattacks | grep -v -i 'requests' || true
+	$(PY) -c "import torchattacks; print('torchattacks', torchattacks.__version__)"
+	touch $@
+
+bench-deps: $(VENV)/.bench-deps  ## install torchattacks (an optional benchmark dependency) without its requests pin
+
+gpu-check: install  ## on a CUDA machine: the `gpu` tests, then timed scale=paper slices of each paper
+	$(PY) -m pytest -q -m gpu -p no:cacheprovider
+	$(PY) -m advx.gpu_check
 
 clean:  ## remove caches and outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info multirun
