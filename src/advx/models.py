@@ -294,9 +294,4 @@ def build_model(name: str, shape: tuple[int, ...], num_classes: int, mean: list[
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     if hparams.get("output") == "exp" and name != "rbf":
         raise ConfigError("model.output=exp (p = exp(logit)) is only meaningful for model=rbf")
-    model = MODELS[name](tuple(shape), num_classes, mean, std, **hparams)
-    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        # channels-last weights: about 25% less time per step of the cpu-scale CNN on 2 CPU cores (measured on a
-        # representation inversion), and the layout cuDNN's bf16 convolutions prefer; a no-op for the results
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return MODELS[name](tuple(shape), num_classes, mean, std, **hparams)

@@ -64,8 +64,13 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move the model to the device and compile it when asked. Returns the module to call."""
+        """Move the model to the device (channels-last on CUDA, the layout cuDNN's bf16 convolutions prefer) and
+        compile it when asked. Returns the module to call. Not channels-last on the CPU: it was 20-25% faster for
+        the cpu-scale CNN here, but a ResNet-18 of width 4 corrupted the heap in its backward pass (torch 2.14.1,
+        `free(): invalid next size`), so the CPU keeps the default layout."""
         model = model.to(self.device)
+        if self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            model = model.to(memory_format=torch.channels_last)
         return torch.compile(model) if self.compile else model
 
     def describe(self) -> dict:
