@@ -30,13 +30,13 @@ test-slow: install  ## run the slow tests too (real MNIST)
 lint: install  ## ruff over src and tests
 	$(VENV)/bin/ruff check src tests
 
-main: install  ## the main job: reproduce Goodfellow et al. 2015 on MNIST (scale=cpu, about 26 min)
+main: install  ## the main job: reproduce Goodfellow et al. 2015 on MNIST (scale=cpu, about 24 min)
 	$(ADVX) reproduce goodfellow2015 scale=cpu
 
 ilyas: install  ## reproduce Ilyas et al. 2019 on MNIST: D_R, D_NR, D_rand, D_det (scale=cpu, about 44 min)
 	$(ADVX) reproduce ilyas2019 scale=cpu
 
-gilmer: install  ## reproduce Gilmer et al. 2018, adversarial spheres (scale=cpu, about 3 min)
+gilmer: install  ## reproduce Gilmer et al. 2018, adversarial spheres (scale=cpu, about 2 min)
 	$(ADVX) reproduce gilmer2018 scale=cpu
 
 maxout: install  ## train the maxout MLP on MNIST (30 epochs) and FGSM-attack it
