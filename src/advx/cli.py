@@ -7,7 +7,7 @@
     advx reproduce all [scale=...]                     every paper, then one index (outputs/reproduce/all-SCALE)
     advx config <train|attack> [overrides]             print the resolved config
     advx report <run or sweep dir>                     re-render the summary of finished runs
-    advx bench                                         time advx's loops against bare PyTorch loops
+    advx bench                                         time advx against bare loops and torchattacks
 """
 
 from __future__ import annotations
@@ -190,6 +190,7 @@ def report(directory: str = typer.Argument(..., help="a run dir or a sweep dir")
 
 BenchDevice = enum.Enum("BenchDevice", {name: name for name in ("auto", "cpu", "cuda")}, type=str)
 BenchData = enum.Enum("BenchData", {name: name for name in ("mnist", "synthetic")}, type=str)
+BenchPart = enum.Enum("BenchPart", {name: name for name in ("all", "training", "attacks")}, type=str)
 
 
 @app.command()
@@ -198,12 +199,16 @@ def bench(
     data_dir: str = typer.Option(None, help="folder holding MNIST/raw (default: $ADVX_DATA_DIR or ./data)"),
     device: BenchDevice = typer.Option("auto", help="where to run"),
     dataset: BenchData = typer.Option("mnist", help="mnist, or synthetic for a quick check"),
+    part: BenchPart = typer.Option("all", help="training (advx vs bare loops), attacks (advx vs torchattacks) or all"),
+    images: int = typer.Option(1000, min=1, help="test images the attack comparison uses"),
+    repeats: int = typer.Option(2, min=1, help="timed calls per library and attack (after one warm-up each)"),
 ) -> None:
-    """Time advx's training loop and FGSM pass against bare PyTorch loops on the maxout MNIST recipe."""
+    """Time advx against bare PyTorch loops (the maxout MNIST recipe's training epoch and FGSM pass) and against
+    torchattacks (FGSM, PGD-Linf, PGD-L2, APGD-CE on a standard and a robust CNN; `make bench-deps` installs it)."""
     from advx.bench import run_benchmark
 
     _report_errors(lambda: run_benchmark(epochs=epochs, data_dir=data_dir, device=device.value,
-                                         dataset=dataset.value))
+                                         dataset=dataset.value, part=part.value, images=images, repeats=repeats))
 
 
 def _version(value: bool) -> None:

@@ -67,11 +67,18 @@ class Runtime:
         """Move the model to the device (channels-last on CUDA, the layout cuDNN's bf16 convolutions prefer) and
         compile it when asked. Returns the module to call. Not channels-last on the CPU: it was 20-25% faster for
         the cpu-scale CNN here, but a ResNet-18 of width 4 corrupted the heap in its backward pass (torch 2.14.1,
-        `free(): invalid next size`), so the CPU keeps the default layout."""
+        `free(): invalid next size`), so the CPU keeps the default layout.
+
+        Compiling starts from a fresh Dynamo state: its caches are per function and every advx model runs
+        `Classifier.forward`, so the models compiled before in this process (a reproduction's stages, a sweep's
+        jobs) would use up its recompile limit (8 graphs), past which Dynamo runs the function eagerly."""
         model = model.to(self.device)
         if self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
             model = model.to(memory_format=torch.channels_last)
-        return torch.compile(model) if self.compile else model
+        if not self.compile:
+            return model
+        torch.compiler.reset()
+        return torch.compile(model)
 
     def describe(self) -> dict:
         info = {"device": str(self.device), "precision": self.precision, "compile": self.compile}
