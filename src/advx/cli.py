@@ -3,6 +3,7 @@
     advx train [group=option] [key=value ...] [-m]     train a model (a sweep with -m)
     advx attack run=<run dir> [attack=...] [-m]        attack a trained model
     advx construct <kind> source=<run dir>              derive D_R / D_NR / D_rand / D_det from a model
+    advx probe run=<encoder run> [dataset=...]          a linear probe on an encoder's frozen features
     advx reproduce <paper> [scale=...] [-m]            re-run a paper's experiments and write its report
     advx reproduce all [scale=...]                     every paper, then one index (outputs/reproduce/all-SCALE)
     advx config <train|attack> [overrides]             print the resolved config
@@ -89,7 +90,7 @@ def _run(config_name: str, args: list[str]) -> None:
     from advx import hydra_bridge, tasks
 
     task = {"train": tasks.train_task, "attack": tasks.attack_task, "reproduce": tasks.reproduce_task,
-            "construct": tasks.construct_task}[config_name]
+            "construct": tasks.construct_task, "probe": tasks.probe_task}[config_name]
     _report_errors(lambda: hydra_bridge.run(config_name, task, args))
 
 
@@ -138,6 +139,20 @@ def construct(ctx: typer.Context, kind: str = typer.Argument(
     _run("construct", [f"construct={kind}", *args] if kind else args)
 
 
+@app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(("dataset", "runtime")))
+def probe(ctx: typer.Context) -> None:
+    """Fit a linear probe on a trained encoder's frozen features: `advx probe run=outputs/train/<run>`.
+
+    The encoder is any `advx train` run (a supervised model, or an encoder from regime=simclr, mae or ddpm); its
+    representation is cached for the probe's training set and a softmax regression is fitted on it (probe.epochs,
+    probe.lr), then scored on the clean test set (Li et al. 2023's linear evaluation). The dataset defaults to the
+    encoder's own; `dataset=derived dataset.path=<construct dir>` probes on a derived dataset (tested on the
+    clean test set). `probe.untrained=true` probes the architecture at its random initialisation (the control).
+    Writes a run dir under outputs/probe/ with the encoder plus probe as one model: `advx attack run=<it>`.
+    """
+    _run("probe", ctx.args)
+
+
 @app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(("paper", "runtime")))
 def reproduce(ctx: typer.Context, paper: str = typer.Argument(
         ..., help="the paper, e.g. goodfellow2015, or all (every paper, then outputs/reproduce/all-SCALE/index.md)",
@@ -172,9 +187,9 @@ def reproduce(ctx: typer.Context, paper: str = typer.Argument(
 
 @app.command(context_settings=PASS_THROUGH)
 def config(ctx: typer.Context, command: str = typer.Argument(
-        ..., help="train, attack, construct or reproduce")) -> None:
+        ..., help="train, attack, construct, probe or reproduce")) -> None:
     """Print the resolved config of COMMAND with the given overrides, without running anything."""
-    commands = ("train", "attack", "construct", "reproduce")
+    commands = ("train", "attack", "construct", "probe", "reproduce")
     if command not in commands:
         _report_errors(_raise(AdvxError(f"unknown command {command!r}; valid commands: {', '.join(commands)}")))
     _run(command, ["--cfg", "job", "--resolve", *ctx.args])

@@ -43,6 +43,7 @@ from advx.schema import (
     ConstructTaskConfig,
     DatasetConfig,
     OptimConfig,
+    ProbeTaskConfig,
     RegimeConfig,
     ReproduceTaskConfig,
     RuntimeConfig,
@@ -76,6 +77,7 @@ def register_schemas() -> None:
     store.store(name="attack_schema", node=AttackTaskConfig)
     store.store(name="reproduce_schema", node=ReproduceTaskConfig)
     store.store(name="construct_schema", node=ConstructTaskConfig)
+    store.store(name="probe_schema", node=ProbeTaskConfig)
     for name, module in PAPERS.items():
         store.store(group="schema/paper", name=name, node=module.Config)
     for group, schema in (("dataset", DatasetConfig), ("optim", OptimConfig), ("attack", AttackConfig),

@@ -31,7 +31,8 @@ RUN_FILES = (".hydra", "config.yaml", "metrics.json", "model.pt", "checkpoint", 
 
 
 def check_job(command: str, typed: Any) -> None:
-    """Everything job `typed` of `command` (train | attack | construct | reproduce) needs, short of running."""
+    """Everything job `typed` of `command` (train | attack | construct | probe | reproduce) needs, short of
+    running."""
     resolve_device(typed.runtime.device)
     if command == "train":
         _check_model_and_data(json.dumps([asdict(typed.model), asdict(typed.dataset)]))
@@ -43,6 +44,9 @@ def check_job(command: str, typed: Any) -> None:
             _check_run(typed.source, "source")
         dataset = trained_dataset(Path(typed.run), typed.data_dir)
         describe(replace(dataset, name="derived", path=typed.derived) if typed.derived else dataset)
+    elif command == "probe":
+        _check_run(typed.run, "run")
+        describe(typed.dataset or trained_dataset(Path(typed.run), typed.data_dir))
     elif command == "construct":
         _check_run(typed.source, "source")
         describe(trained_dataset(Path(typed.source), typed.data_dir))

@@ -490,3 +490,30 @@ class ReproduceTaskConfig(Checked):
         _check_choice("reuse", self.reuse, ("exact", "any"))
         scales = getattr(self.paper, "scales", {})
         _check(self.scale in scales, f"paper {getattr(self.paper, 'name', '?')} has no scale {self.scale!r}")
+
+
+@dataclass
+class ProbeConfig(Checked):
+    """The linear probe of `advx probe` (Li et al. 2023): softmax regression on an encoder's frozen features."""
+
+    KEY: ClassVar[str] = "probe"
+
+    epochs: int = count(30)  # passes over the cached features; the fit is convex, so it converges well before
+    lr: float = positive(0.01)  # Adam on standardised features
+    batch_size: int = count(256)
+    weight_decay: float = non_negative(0.0)
+    eval_batch_size: int = count(1000)  # examples per forward pass when caching features and scoring
+    untrained: bool = False  # probe the architecture at its seeded random initialisation (the control)
+
+
+@dataclass
+class ProbeTaskConfig(Checked):
+    run: str = MISSING  # run dir of the encoder (any `advx train` run; its features(x) is the representation)
+    dataset: DatasetConfig | None = None  # the probe's training and test data (None: the encoder's own dataset)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    runtime: RuntimeConfig = MISSING
+    data_dir: str | None = None  # where the dataset is now, if not where the encoder was trained
+    seed: int = 0  # the probe's minibatch order (and the untrained encoder's initialisation)
+
+    def validate(self) -> None:
+        _check_seed(self.seed)

@@ -1,4 +1,4 @@
-"""The stage store: `advx train`, `construct` and `attack` runs keyed by everything they depend on.
+"""The stage store: `advx train`, `construct`, `probe` and `attack` runs keyed by everything they depend on.
 
 A reproduction is a graph of stages. Each stage is an ordinary run, composed from the same configs as the CLI,
 in a dir of one store shared by every reproduction (`outputs/stages/<name>-<key>` by default), so li2023 can
@@ -38,6 +38,7 @@ from advx.data import dataset_files
 from advx.derived import DATA_FILE, derived_origin, read_derived
 from advx.errors import AdvxError, ConfigError, DamagedFile, shown
 from advx.jobs import run_attack, run_construct, run_training
+from advx.probe import run_probe
 from advx.provenance import code_version, describe_code, file_digest
 from advx.runs import STATE_FILE, load_model, load_tensors, read_history, read_json, trained_dataset, write_json
 from advx.timing import section
@@ -90,6 +91,14 @@ def key_view(command: str, config: dict) -> tuple[dict, dict[str, str]]:
         inputs.update(_dataset_inputs(view["dataset"]))
         view["dataset"]["data_dir"] = view["dataset"]["path"] = None
         view["resume"] = None
+    elif command == "probe":
+        run = Path(config["run"])
+        inputs["run"] = run_digest(run)
+        dataset = config["dataset"] or asdict(trained_dataset(run, config.get("data_dir")))
+        inputs.update(_dataset_inputs(dataset))
+        view["run"] = view["data_dir"] = None
+        if view["dataset"]:
+            view["dataset"]["data_dir"] = view["dataset"]["path"] = None
     else:
         upstream = {"attack": ("run", "source"), "construct": ("source",)}[command]
         for key in upstream:
@@ -118,16 +127,17 @@ def _read_record(run_dir: Path) -> dict | None:
 
 def _damaged(out: Path, command: str) -> str | None:
     """Why a finished stage cannot be reused (one line naming the damaged file), or None when what reproductions
-    read from it reads back: its metrics, and a train stage's model, config and history or a construct stage's
-    dataset."""
+    read from it reads back: its metrics, a train or probe stage's model and config (and a train stage's
+    history), or a construct stage's dataset."""
     try:
         metrics = read_json(out / "metrics.json", RERUN)
         if not isinstance(metrics, dict):
             raise DamagedFile(out / "metrics.json", f"{shown(out / 'metrics.json')} is damaged (not a JSON object); "
                                                     f"{RERUN}")
-        if command == "train":
+        if command in ("train", "probe"):
             load_model(out, torch.device("cpu"))
             trained_dataset(out, None)
+        if command == "train":
             read_history(out)
         elif command == "construct":
             read_derived(out)
@@ -206,6 +216,10 @@ class Stages:
     def construct(self, name: str, overrides: list[str]) -> Path:
         """The run dir of a finished `advx construct` stage (a derived dataset)."""
         return self._stage("construct", name, overrides, run_construct, "wall_seconds")[0]
+
+    def probe(self, name: str, overrides: list[str]) -> tuple[Path, dict]:
+        """The run dir and metrics of a finished `advx probe` stage (a linear probe on a frozen encoder)."""
+        return self._stage("probe", name, overrides, run_probe, "wall_seconds")
 
     def attack(self, name: str, overrides: list[str]) -> dict:
         """The metrics of a finished attack stage."""

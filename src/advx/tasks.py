@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from advx.errors import EXIT_BAD_INPUT, AdvxError
 from advx.jobs import run_attack, run_construct, run_training
+from advx.probe import run_probe
 from advx.progress import console, print_error
 from advx.reproduce import run_reproduce
 
@@ -92,6 +93,12 @@ def attack_task(cfg: DictConfig) -> dict:
 def construct_task(cfg: DictConfig) -> dict:
     """`advx construct <kind>`."""
     return run_construct(*from_hydra(cfg))
+
+
+@user_errors
+def probe_task(cfg: DictConfig) -> dict:
+    """`advx probe`."""
+    return run_probe(*from_hydra(cfg))
 
 
 @user_errors

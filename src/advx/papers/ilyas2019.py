@@ -149,22 +149,42 @@ def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
     return rows
 
 
-def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, out: Path,
-        device: torch.device) -> Outcome:
-    data = [f"dataset={scale.dataset}", f"dataset.data_dir={data_dir}",
+def natural_data(scale: Scale, data_dir: str) -> list[str]:
+    """Overrides naming the scale's natural dataset D (the sources' training data)."""
+    return [f"dataset={scale.dataset}", f"dataset.data_dir={data_dir}",
             *(f"dataset.{key}={value}" for key in ("train_size", "test_size")
               if (value := getattr(scale, key)) is not None)]
-    training = [*scale.model, *SGD, f"train.crop_padding={scale.crop_padding}", f"seed={seed}"]
-    source_training = [*data, *training, "optim.lr=0.1", f"train.epochs={scale.source_epochs}",
-                       f"optim.step_every={scale.source_step_every}", f"train.augment={scale.augment}"]
-    sources = {
+
+
+def source_models(stages: Stages, scale: Scale, data_dir: str, seed: int) -> dict[str, Path]:
+    """The standard and the L2-robust source models' run dirs (stages shared with li2023, which reuses them)."""
+    source_training = [*natural_data(scale, data_dir), *_training(scale, seed), "optim.lr=0.1",
+                       f"train.epochs={scale.source_epochs}", f"optim.step_every={scale.source_step_every}",
+                       f"train.augment={scale.augment}"]
+    return {
         "standard": stages.train("source_standard", source_training),
         "robust": stages.train("source_robust", [*source_training, "regime=pgd_l2", f"regime.eps={scale.train_eps}",
                                                  f"regime.step_size={scale.train_eps / 5}",
                                                  f"regime.alpha={scale.robust_alpha}"]),
     }
+
+
+def derived_datasets(stages: Stages, scale: Scale, sources: dict[str, Path], seed: int, names: list[str],
+                     ) -> dict[str, Path]:
+    """The `advx construct` run dirs of the named derived datasets (keys of DERIVED), built from `sources`."""
+    return {name: _construct(stages, *DERIVED[name], sources, scale, seed) for name in names}
+
+
+def _training(scale: Scale, seed: int) -> list[str]:
+    return [*scale.model, *SGD, f"train.crop_padding={scale.crop_padding}", f"seed={seed}"]
+
+
+def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, out: Path,
+        device: torch.device) -> Outcome:
+    training = _training(scale, seed)
+    sources = source_models(stages, scale, data_dir, seed)
     names = [n for n in DERIVED if scale.robust_relabel or n not in ROBUST_BUILT]
-    derived = {name: _construct(stages, *DERIVED[name], sources, scale, seed) for name in names}
+    derived = derived_datasets(stages, scale, sources, seed, names)
     reloaded = {name: stages.attack(f"reload_{DERIVED[name][2]}", [f"run={sources['standard']}",
                                                                    f"derived={derived[name]}", "split=train",
                                                                    "attack=none"])
@@ -178,7 +198,7 @@ def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, o
                                                        f"optim.lr={paper.lr[kind]}", f"train.epochs={scale.epochs}",
                                                        f"optim.step_every={scale.step_every}",
                                                        f"train.augment={augment}"])
-    results = {name: _evaluate(stages, name, run_dir, scale, seed, device, attacked=name not in ROBUST_BUILT)
+    results = {name: evaluate_model(stages, name, run_dir, scale, seed, device, attacked=name not in ROBUST_BUILT)
                for name, run_dir in models.items()}
     constructed = {name: _metrics(path) for name, path in derived.items()}
     with section("analysis: Gaussian model (Sec. 4)"):
@@ -209,8 +229,8 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def _evaluate(stages: Stages, name: str, run_dir: Path, scale: Scale, seed: int, device: torch.device,
-              attacked: bool = True) -> dict[str, float]:
+def evaluate_model(stages: Stages, name: str, run_dir: Path, scale: Scale, seed: int, device: torch.device,
+                   attacked: bool = True) -> dict[str, float]:
     """Clean accuracy (whole test set), accuracy on labels y + 1 and, when `attacked`, robust accuracy per eps
     and step count and the lower of the step counts per eps."""
     with section("analysis: accuracy on labels y+1"):
