@@ -25,7 +25,7 @@ def test_help_lists_config_groups_and_options(advx):
     text = " ".join(result.output.split())  # the help is wrapped to the terminal's width
     assert ("model: cnn, conv_maxout, logistic, maxout, quadratic, rbf, relu_mlp, resnet18, resnet50, softmax"
             in text)
-    assert "regime: fgsm_adv, noise, pgd_adv, pgd_l2, standard" in text
+    assert "regime: ddpm, fgsm_adv, mae, noise, pgd_adv, pgd_l2, simclr, standard" in text
     construct_help = " ".join(advx("construct", "--help").output.split())
     assert "construct: ddet, drand, nonrobust, robust" in construct_help
 

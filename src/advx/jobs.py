@@ -21,6 +21,7 @@ from advx.derived import DATA_FILE, assemble
 from advx.errors import ConfigError
 from advx.evaluate import attack_metrics, error_rate
 from advx.models import build_model
+from advx.pretext import is_self_supervised
 from advx.progress import Bars
 from advx.runs import (
     STATE_FILE,
@@ -79,11 +80,29 @@ def flat_attack_metrics(rows: list[dict], name: str) -> dict[str, float]:
 
 def run_training(typed: TrainTaskConfig, out: Path, resolved_yaml: str) -> dict:
     """Fit the model into run dir `out` (continuing a saved state there), save it, evaluate `attack` on the
-    test set; returns and writes the final metrics."""
+    test set; returns and writes the final metrics.
+
+    A self-supervised regime (simclr | mae | ddpm) trains the encoder and its pretext parts (recorded in the
+    sidecar as hparams `pretext`, and simclr's `projection`), leaves the head untrained and reports only
+    `pretext_loss` (the last epoch's train loss), `epochs` and `train_seconds`; it cannot be attacked before a
+    linear probe gives it a head."""
+    regime = typed.regime
+    hparams = {k: v for k, v in asdict(typed.model).items() if k != "name"}
+    self_supervised = is_self_supervised(regime)
+    if self_supervised:
+        if typed.attack.name != "none":
+            raise ConfigError(f"regime={regime.name} leaves the classifier head untrained, so attack="
+                              f"{typed.attack.name} has nothing to attack; train with attack=none and attack a "
+                              f"linear probe of it (advx probe run=<this run>)")
+        if typed.train.patience:
+            raise ConfigError(f"train.patience watches a validation error, which regime={regime.name} does not "
+                              f"measure; set train.patience=0")
+        hparams["pretext"] = regime.name
+        if regime.name == "simclr":
+            hparams["projection"] = [regime.projection_hidden, regime.projection_dim]
     runtime = start_run(typed, out, resolved_yaml)
     generator = seed_everything(typed.seed)
     data = load_dataset(typed.dataset, runtime.device)
-    hparams = {k: v for k, v in asdict(typed.model).items() if k != "name"}
     spec = {"model": typed.model.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
             "mean": data.mean, "std": data.std, "hparams": hparams, "dataset": typed.dataset.name}
     model = build_model(spec["model"], data.input_shape, data.num_classes, data.mean, data.std, **hparams)
@@ -95,6 +114,13 @@ def run_training(typed: TrainTaskConfig, out: Path, resolved_yaml: str) -> dict:
                     generator=generator, state_path=out / STATE_FILE,
                     on_epoch=lambda history: write_csv(out / "metrics.csv", history), bars=bars)
         save_model(out, model, spec)
+        if self_supervised:
+            metrics = {"pretext_loss": state.history[-1]["train_loss"], "epochs": state.epoch + 1,
+                       "train_seconds": sum(r["seconds"] for r in state.history)}
+            write_json(out / "metrics.json", metrics)
+            log.info("%s loss=%.4f after %d epochs (head untrained: probe it with advx probe); wrote %s",
+                     regime.name, metrics["pretext_loss"], metrics["epochs"], out)
+            return metrics
         metrics = {"test_error": error_rate(model, data.test, runtime, typed.train.eval_batch_size),
                    "epochs": state.epoch + 1, "train_seconds": sum(r["seconds"] for r in state.history)}
         if data.val is not None:

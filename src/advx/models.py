@@ -8,6 +8,12 @@ the penultimate representation, which is exposed for representation attacks (Ily
 - sigmoid: independent p_c = sigmoid(z_c), one-vs-all binary cross-entropy (Goodfellow 2015's rubbish test).
 - exp: p_c = exp(z_c) with z_c <= 0, the RBF network of Goodfellow 2015 (Sec. 5), one-vs-all likelihood.
 
+Self-supervised encoders (Li et al. 2023's paradigms) are Classifiers too: `features(x)` is the representation
+[B, D] and `head` a linear layer that their regimes leave untrained (a linear probe fits it later). The parts only
+the pretext task uses live in `model.pretext` (None otherwise), so a probe that loads the `features.*` keys never
+needs them: a SimCLR projection MLP on any encoder, the MAE decoder of `vit` (He et al. 2022), the up path of the
+DDPM `unet` (Ho et al. 2020). `build_model(..., pretext=...)` attaches them.
+
 `build_model(name, ...)` is the registry; a checkpoint's sidecar JSON holds exactly its arguments.
 """
 
@@ -37,14 +43,18 @@ class Normalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    """`head(features(x))` with an output kind and an optional max-norm constraint on its linear layers."""
+    """`head(features(x))` with an output kind and an optional max-norm constraint on its linear layers.
 
-    def __init__(self, features: nn.Module, head: nn.Module, output: str, max_col_norm: float = 0.0):
+    `pretext` holds the modules only a self-supervised objective uses (see advx.pretext); None otherwise."""
+
+    def __init__(self, features: nn.Module, head: nn.Module, output: str, max_col_norm: float = 0.0,
+                 pretext: nn.Module | None = None):
         super().__init__()
         self.features = features
         self.head = head
         self.output = output
         self.max_col_norm = max_col_norm
+        self.pretext = pretext
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -274,6 +284,280 @@ def build_quadratic(shape, num_classes, mean, std, normalize=False, output="soft
     return Classifier(nn.Flatten(), QuadraticNet(math.prod(shape), hidden), output)
 
 
+class ProjectionHead(nn.Sequential):
+    """SimCLR's projection g(h) = W2 relu(W1 h) (Chen et al. 2020, v1): [B, D] -> [B, out]. Li et al.'s code uses
+    512-512-256 on ResNet-18, hence the defaults hidden = D and out = D // 2."""
+
+    def __init__(self, in_features: int, hidden: int | None = None, out: int | None = None):
+        hidden, out = hidden or in_features, out or max(in_features // 2, 1)
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+def sincos_positions(grid: tuple[int, int], width: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings [1, rows * cols, width] in row-major patch order (MAE's choice):
+    half the channels encode the row, half the column, each as sin/cos at width / 4 frequencies."""
+    if width % 4:
+        raise ConfigError(f"a ViT width must be a multiple of 4 for 2-D sin-cos positions, got {width}")
+    frequencies = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64) / (width // 4))
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    parts = []
+    for position in (rows.flatten(), cols.flatten()):
+        angles = position[:, None].double() * frequencies[None]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, 1).float()[None]
+
+
+def _transformer_block(width: int, heads: int, mlp_ratio: int) -> nn.Module:
+    # torch's own pre-norm block rather than timm's (not installed here): one dependency less, same block
+    return nn.TransformerEncoderLayer(width, heads, dim_feedforward=mlp_ratio * width, dropout=0.0,
+                                      activation="gelu", batch_first=True, norm_first=True)
+
+
+class ViTEncoder(nn.Module):
+    """A ViT encoder without class token (Dosovitskiy et al. 2021, as MAE uses it: He et al. 2022).
+
+    `forward(x)`: x in [0, 1] [B, C, H, W] -> mean of the final-LayerNorm tokens over all patches [B, width].
+    `encode(x, keep_index)`: the same encoder on the kept patches only -> tokens [B, K, width] (MAE's input).
+    """
+
+    def __init__(self, shape: tuple[int, ...], normalize: bool, mean, std, patch_size: int, width: int, depth: int,
+                 heads: int, mlp_ratio: int):
+        super().__init__()
+        channels, height, side = shape
+        if height % patch_size or side % patch_size:
+            raise ConfigError(f"model.patch_size={patch_size} must divide the image size {height}x{side}")
+        self.patch_size, self.grid = patch_size, (height // patch_size, side // patch_size)
+        self.normalize = Normalize(mean, std) if normalize else nn.Identity()
+        self.embed = nn.Conv2d(channels, width, patch_size, stride=patch_size)
+        self.register_buffer("position", sincos_positions(self.grid, width), persistent=False)
+        self.blocks = nn.ModuleList(_transformer_block(width, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings plus positions [B, N, width] of x in [0, 1] [B, C, H, W]."""
+        return self.embed(self.normalize(x)).flatten(2).transpose(1, 2) + self.position
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """The (normalised) pixels of each patch [B, N, p * p * C], in the tokens' order: MAE's target."""
+        p = self.patch_size
+        x = self.normalize(x)
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+    def _run(self, tokens: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+    def encode(self, x: torch.Tensor, keep_index: torch.Tensor) -> torch.Tensor:
+        """Encode only the patches `keep_index` [B, K] (int64 in [0, N)) of x: tokens [B, K, width]."""
+        tokens = self.tokens(x)
+        kept = tokens.gather(1, keep_index[..., None].expand(-1, -1, tokens.shape[-1]))
+        return self._run(kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(self.tokens(x)).mean(1)
+
+
+class MAEDecoder(nn.Module):
+    """MAE's decoder (He et al. 2022): encoded visible tokens [B, K, width] and their indices [B, K] -> predicted
+    patch pixels [B, N, p * p * C] (a shared mask token at the hidden patches, fixed sin-cos positions, a narrow
+    transformer, a linear pixel predictor)."""
+
+    def __init__(self, encoder: ViTEncoder, channels: int, width: int, decoder_width: int, decoder_depth: int,
+                 decoder_heads: int, mlp_ratio: int):
+        super().__init__()
+        self.num_patches = encoder.num_patches
+        self.embed = nn.Linear(width, decoder_width)
+        self.mask_token = nn.Parameter(torch.randn(1, 1, decoder_width) * 0.02)  # MAE's init: N(0, 0.02^2)
+        self.register_buffer("position", sincos_positions(encoder.grid, decoder_width), persistent=False)
+        self.blocks = nn.ModuleList(_transformer_block(decoder_width, decoder_heads, mlp_ratio)
+                                    for _ in range(decoder_depth))
+        self.norm = nn.LayerNorm(decoder_width)
+        self.predict = nn.Linear(decoder_width, encoder.patch_size ** 2 * channels)
+
+    def forward(self, latent: torch.Tensor, keep_index: torch.Tensor) -> torch.Tensor:
+        visible = self.embed(latent)
+        b, _, width = visible.shape
+        tokens = self.mask_token.to(visible.dtype).expand(b, self.num_patches, width)
+        tokens = tokens.scatter(1, keep_index[..., None].expand(-1, -1, width), visible) + self.position
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.predict(self.norm(tokens))
+
+
+def build_vit(shape, num_classes, mean, std, normalize=True, output="softmax", patch_size=4, width=64, depth=4,
+              heads=4, mlp_ratio=4, decoder_width=64, decoder_depth=2, decoder_heads=4, pretext="none"):
+    """A small ViT encoder with a linear head on its mean-pooled tokens; `pretext="mae"` adds the MAE decoder."""
+    encoder = ViTEncoder(shape, normalize, mean, std, patch_size, width, depth, heads, mlp_ratio)
+    decoder = None
+    if pretext == "mae":
+        decoder = MAEDecoder(encoder, shape[0], width, decoder_width, decoder_depth, decoder_heads, mlp_ratio)
+    return Classifier(encoder, nn.Linear(width, num_classes), output, pretext=decoder)
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm groups: Ho et al.'s 32 where the channels allow, but at least 4 channels per group."""
+    groups = math.gcd(32, channels)
+    while groups > 1 and channels // groups < 4:
+        groups //= 2
+    return groups
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer sinusoidal embedding of integer steps t [B] -> [B, dim] (Ho et al. 2020, Sec. 4)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / max(half - 1, 1))
+    angles = t.float()[:, None] * frequencies[None]
+    return F.pad(torch.cat([angles.sin(), angles.cos()], 1), (0, dim % 2))
+
+
+class ResBlock(nn.Module):
+    """DDPM residual block: GroupNorm-SiLU-conv, plus a projection of the time embedding, twice. [B, in, H, W]
+    -> [B, out, H, W]."""
+
+    def __init__(self, in_channels: int, out_channels: int, time_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(in_channels), in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.time = nn.Linear(time_dim, out_channels)
+        self.norm2 = nn.GroupNorm(_groups(out_channels), out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x))) + self.time(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+FEATURE_NOISE_SEED = 0  # the fixed noise image of the DDPM representation (the same on every device)
+
+
+class UNetEncoder(nn.Module):
+    """The down path and middle of a DDPM UNet (Ho et al. 2020; no attention layers) and its linear beta schedule.
+
+    `forward(x)`: Li et al. 2023's representation of x in [0, 1] [B, C, H, W]: scale to [-1, 1], noise to step
+    `feature_t` with one fixed noise image (drawn once from a generator seeded FEATURE_NOISE_SEED, so every
+    example's representation is a fixed function of it alone, whatever its batch: attacks see one function),
+    encode, global-average-pool the middle output -> [B, channels * multipliers[-1]].
+    `encode(x_t, t)`: x_t in [-1, 1] at integer steps t [B] -> (middle output, skip activations, time embedding)
+    for the up path (`UNetDecoder`). Inputs whose side is not a multiple of 2^(levels-1) (28x28 MNIST under three
+    levels) are zero-padded to the next one (the decoder's output is cropped back: `predict_noise`).
+    """
+
+    def __init__(self, shape: tuple[int, ...], channels: int, multipliers: list[int], res_blocks: int,
+                 dropout: float, timesteps: int, beta_start: float, beta_end: float, feature_t: int):
+        super().__init__()
+        if not 0 <= feature_t < timesteps:
+            raise ConfigError(f"model.feature_t={feature_t} must be in [0, model.timesteps={timesteps})")
+        image_channels, height, width = shape
+        stride = 2 ** (len(multipliers) - 1)
+        self.pad = (0, -width % stride, 0, -height % stride)  # F.pad order: left, right, top, bottom
+        self.channels, self.feature_t = channels, feature_t
+        betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)  # Ho et al.'s linear schedule
+        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float(), persistent=False)
+        noise = torch.randn(1, *shape, generator=torch.Generator().manual_seed(FEATURE_NOISE_SEED))
+        self.register_buffer("feature_noise", noise, persistent=False)
+        self.time_dim = 4 * channels  # Ho et al.: the embedding MLP widens to 4x the base channels
+        self.time_embed = nn.Sequential(nn.Linear(channels, self.time_dim), nn.SiLU(),
+                                        nn.Linear(self.time_dim, self.time_dim))
+        self.stem = nn.Conv2d(image_channels, channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        self.skip_channels = [channels]
+        width_now = channels
+        for level, multiplier in enumerate(multipliers):
+            for _ in range(res_blocks):
+                self.down.append(ResBlock(width_now, channels * multiplier, self.time_dim, dropout))
+                width_now = channels * multiplier
+                self.skip_channels.append(width_now)
+            if level < len(multipliers) - 1:
+                self.down.append(nn.Conv2d(width_now, width_now, 3, stride=2, padding=1))
+                self.skip_channels.append(width_now)
+        self.middle = nn.ModuleList(ResBlock(width_now, width_now, self.time_dim, dropout) for _ in range(2))
+        self.out_channels = width_now
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise for x0 in [-1, 1] [B, ...] and steps t [B]."""
+        abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def encode(self, x_t: torch.Tensor, t: torch.Tensor):
+        temb = self.time_embed(timestep_embedding(t, self.channels))
+        h = self.stem(F.pad(x_t, self.pad))
+        skips = [h]
+        for block in self.down:
+            h = block(h, temb) if isinstance(block, ResBlock) else block(h)
+            skips.append(h)
+        for block in self.middle:
+            h = block(h, temb)
+        return h, skips, temb
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.full((x.shape[0],), self.feature_t, device=x.device, dtype=torch.long)
+        x_t = self.q_sample(2 * x - 1, t, self.feature_noise)
+        return self.encode(x_t, t)[0].mean((2, 3))
+
+
+class UNetDecoder(nn.Module):
+    """The up path of the DDPM UNet: (middle output, skips, time embedding) -> predicted noise [B, C, H', W'] at
+    the padded size (nearest-neighbour upsampling and a conv, each level taking its skips by concatenation)."""
+
+    def __init__(self, encoder: UNetEncoder, image_channels: int, multipliers: list[int], res_blocks: int,
+                 dropout: float):
+        super().__init__()
+        skips, width_now, channels = list(encoder.skip_channels), encoder.out_channels, encoder.channels
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(multipliers))):
+            for _ in range(res_blocks + 1):
+                self.up.append(ResBlock(width_now + skips.pop(), channels * multipliers[level], encoder.time_dim,
+                                        dropout))
+                width_now = channels * multipliers[level]
+            if level > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                             nn.Conv2d(width_now, width_now, 3, padding=1)))
+        self.out = nn.Sequential(nn.GroupNorm(_groups(width_now), width_now), nn.SiLU(),
+                                 nn.Conv2d(width_now, image_channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)  # Ho et al. zero-initialise the last conv: training starts at eps = 0
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor) -> torch.Tensor:
+        skips = list(skips)
+        for block in self.up:
+            h = block(torch.cat([h, skips.pop()], 1), temb) if isinstance(block, ResBlock) else block(h)
+        return self.out(h)
+
+
+def predict_noise(model: Classifier, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """DDPM's epsilon prediction [B, C, H, W] for x_t in [-1, 1] [B, C, H, W] at integer steps t [B] in [0, T),
+    for a `unet` built with pretext="ddpm" (the up path lives in model.pretext)."""
+    if not isinstance(model.pretext, UNetDecoder):
+        raise ConfigError("predict_noise needs model=unet built with pretext=ddpm")
+    eps = model.pretext(*model.features.encode(x_t, t))
+    return eps[..., :x_t.shape[-2], :x_t.shape[-1]]
+
+
+def build_unet(shape, num_classes, mean, std, normalize=False, output="softmax", channels=32, multipliers=(1, 2, 2),
+               res_blocks=1, dropout=0.0, timesteps=1000, beta_start=1e-4, beta_end=0.02, feature_t=11,
+               pretext="none"):
+    """A DDPM UNet's encoder with a linear head on its pooled middle features (Li et al. 2023's representation);
+    `pretext="ddpm"` adds the up path that predicts the noise. Inputs are scaled to [-1, 1] inside (DDPM's data
+    range), so there is no mean/std normalisation."""
+    if normalize:
+        raise ConfigError("model=unet scales its inputs to [-1, 1] itself (DDPM); set model.normalize=false")
+    multipliers = list(multipliers)
+    encoder = UNetEncoder(shape, channels, multipliers, res_blocks, dropout, timesteps, beta_start, beta_end,
+                          feature_t)
+    decoder = UNetDecoder(encoder, shape[0], multipliers, res_blocks, dropout) if pretext == "ddpm" else None
+    return Classifier(encoder, nn.Linear(encoder.out_channels, num_classes), output, pretext=decoder)
+
+
 MODELS = {
     "softmax": build_softmax,
     "logistic": build_logistic,
@@ -284,14 +568,33 @@ MODELS = {
     "relu_mlp": build_relu_mlp,
     "quadratic": build_quadratic,
     "resnet": build_resnet,
+    "vit": build_vit,
+    "unet": build_unet,
 }
+PRETEXTS = ("none", "simclr", "mae", "ddpm")  # the parts a self-supervised regime adds (`Classifier.pretext`)
+PRETEXT_MODELS = {"mae": "vit", "ddpm": "unet"}  # pretexts tied to one architecture (simclr takes any encoder)
 
 
 def build_model(name: str, shape: tuple[int, ...], num_classes: int, mean: list[float], std: list[float],
-                **hparams) -> Classifier:
-    """Build a registered model for inputs [B, *shape] in [0, 1]; hparams are its config keys."""
+                pretext: str = "none", projection: list[int | None] | None = None, **hparams) -> Classifier:
+    """Build a registered model for inputs [B, *shape] in [0, 1]; hparams are its config keys.
+
+    `pretext` (none | simclr | mae | ddpm) attaches the self-supervised parts as `model.pretext`; `projection`
+    ([hidden, out], None entries: D and D // 2) sizes SimCLR's projection MLP and is ignored by other pretexts.
+    The `features.*` and `head.*` keys are the same whatever the pretext, so a probe rebuilds with pretext="none".
+    """
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     if hparams.get("output") == "exp" and name != "rbf":
         raise ConfigError("model.output=exp (p = exp(logit)) is only meaningful for model=rbf")
-    return MODELS[name](tuple(shape), num_classes, mean, std, **hparams)
+    if pretext not in PRETEXTS:
+        raise ConfigError(f"unknown pretext {pretext!r}; valid: {', '.join(PRETEXTS)}")
+    if pretext in PRETEXT_MODELS and name != PRETEXT_MODELS[pretext]:
+        raise ConfigError(f"regime={pretext} trains model={PRETEXT_MODELS[pretext]}, not model={name}")
+    if name in ("vit", "unet"):
+        hparams["pretext"] = pretext
+    model = MODELS[name](tuple(shape), num_classes, mean, std, **hparams)
+    if pretext == "simclr":
+        hidden, out = projection or (None, None)
+        model.pretext = ProjectionHead(model.head.in_features, hidden, out)
+    return model

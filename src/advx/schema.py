@@ -267,6 +267,50 @@ class ResNetModelConfig(ModelConfig):
 
 
 @dataclass
+class VitModelConfig(ModelConfig):
+    """A small ViT for MAE (He et al. 2022); Li et al.'s CIFAR-10 scale: patch 8, width 384, depth 12, heads 6."""
+
+    normalize: bool = True
+    patch_size: int = count(4)  # must divide the image side
+    width: int = count(64)  # a multiple of 4 (2-D sin-cos positions) and of heads
+    depth: int = count(4)
+    heads: int = count(4)
+    mlp_ratio: int = count(4)  # the ViT convention: MLP hidden width = 4 x width
+    decoder_width: int = count(64)  # MAE's decoder: narrower than its encoder at paper scale (512 vs 1024)
+    decoder_depth: int = count(2)
+    decoder_heads: int = count(4)
+
+    def validate(self) -> None:
+        super().validate()
+        for width, heads, key in ((self.width, self.heads, "model.width"),
+                                  (self.decoder_width, self.decoder_heads, "model.decoder_width")):
+            _check(width % 4 == 0, f"{key}={width} must be a multiple of 4 (2-D sin-cos positions)")
+            _check(width % heads == 0, f"{key}={width} must be a multiple of its number of heads ({heads})")
+
+
+@dataclass
+class UNetModelConfig(ModelConfig):
+    """A small DDPM UNet (Ho et al. 2020); paper scale: channels 128, T = 1000. Its beta schedule and the step of
+    Li et al.'s representation are model keys, since features(x) depends on them."""
+
+    channels: int = count(32)  # base width; level i has channels * multipliers[i]
+    multipliers: list[int] = count([1, 2, 2])  # one level each; downsampling by 2 between levels
+    res_blocks: int = count(1)  # residual blocks per level (Ho et al.: 2)
+    dropout: float = ranged(0.0, 0, 1, open_high=True)  # Ho et al.: 0.1 on CIFAR-10
+    timesteps: int = count(1000)  # T
+    beta_start: float = ranged(1e-4, 0, 1, open_low=True, open_high=True)
+    beta_end: float = ranged(0.02, 0, 1, open_low=True, open_high=True)
+    feature_t: int = non_negative(11)  # the noise step of the representation (Li et al.'s code)
+
+    def validate(self) -> None:
+        super().validate()
+        _check(not self.normalize, "model=unet scales its inputs to [-1, 1] itself (DDPM); set model.normalize=false")
+        _check(self.beta_start < self.beta_end, f"model.beta_start={self.beta_start} must be < model.beta_end")
+        _check(self.feature_t < self.timesteps,
+               f"model.feature_t={self.feature_t} must be < model.timesteps={self.timesteps}")
+
+
+@dataclass
 class OptimConfig(Checked):
     KEY: ClassVar[str] = "optim"
 
@@ -324,11 +368,12 @@ class AttackConfig(Checked):
 
 @dataclass
 class RegimeConfig(Checked):
-    """The training objective: standard, Goodfellow's alpha-mixed FGSM, Madry's PGD, or noise augmentation."""
+    """The training objective: standard, Goodfellow's alpha-mixed FGSM, Madry's PGD, noise augmentation, or a
+    self-supervised pretext task (simclr | mae | ddpm: advx.pretext; the head stays untrained)."""
 
     KEY: ClassVar[str] = "regime"
 
-    name: str = MISSING  # standard | fgsm_adv | pgd_adv | noise
+    name: str = MISSING  # standard | fgsm_adv | pgd_adv | noise | simclr | mae | ddpm
     alpha: float = probability(0.5)  # weight of the clean loss in J~ = alpha*J(x) + (1-alpha)*J(x_adv)
     eps: float = non_negative(0.25)
     norm: str = "linf"
@@ -337,9 +382,22 @@ class RegimeConfig(Checked):
     random_start: bool = False
     noise: str = "sign"  # noise regime: sign (x + eps*sign(N)) | uniform (x + U(-eps, eps))
     clip: bool | None = None  # None: the regime attack's default (attacks.default_clip): pgd_adv clips, others not
+    # simclr (Chen et al. 2020)
+    temperature: float = positive(0.5)  # NT-Xent tau; conf/regime/simclr.yaml says why 0.5 at the cpu scale
+    projection_hidden: int | None = count(None)  # projection MLP widths; None: D (hidden) and D // 2 (output)
+    projection_dim: int | None = count(None)
+    crop_scale: float = ranged(0.2, 0, 1, open_low=True)  # smallest area fraction of the random resized crop
+    flip: bool = False  # random horizontal flips: natural images (CIFAR-10), not digits
+    jitter: float = non_negative(0.5)  # colour-distortion strength s (3-channel data only; Chen et al.'s CIFAR s)
+    grayscale: float = probability(0.2)  # random grayscale probability (3-channel data only)
+    blur: float = probability(0.0)  # gaussian-blur probability (Chen et al. skip it on CIFAR-10's 32x32 images)
+    # mae (He et al. 2022)
+    mask_ratio: float = ranged(0.75, 0, 1, open_low=True, open_high=True)
+    norm_pix_loss: bool = False  # per-patch normalised target (MAE's better variant at ImageNet scale)
 
     def validate(self) -> None:
-        _check_choice("regime.name", self.name, ("standard", "fgsm_adv", "pgd_adv", "noise"))
+        _check_choice("regime.name", self.name,
+                      ("standard", "fgsm_adv", "pgd_adv", "noise", "simclr", "mae", "ddpm"))
         _check_choice("regime.norm", self.norm, NORMS)
         _check_choice("regime.noise", self.noise, ("sign", "uniform"))
         if self.clip is None:
@@ -471,6 +529,8 @@ MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "relu_mlp": ReluMlpModelConfig,
     "quadratic": QuadraticModelConfig,
     "resnet": ResNetModelConfig,
+    "vit": VitModelConfig,
+    "unet": UNetModelConfig,
 }
 
 

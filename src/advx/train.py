@@ -1,4 +1,4 @@
-"""The training loop: SGD/Adam with schedules, the four regimes, max-norm, early stopping, per-epoch state.
+"""The training loop: SGD/Adam with schedules, the regimes, max-norm, early stopping, per-epoch state.
 
 Batches may be augmented first (random shifts and flips, `train.augment`). Regimes (the objective on a
 minibatch x, y):
@@ -8,7 +8,9 @@ minibatch x, y):
 - pgd_adv: the same mix with PGD examples; alpha = 0 is Madry et al. (2018) and Ilyas et al.'s L2 recipe.
 - noise: the same mix with sign or uniform noise of size eps instead (Goodfellow 2015's controls).
 The perturbed inputs come from the same `attacks.Attack` that evaluation uses (`regime_attack`), crafted in
-eval mode and detached. In a model with batch norm the clean and perturbed halves are forwarded separately, so
+eval mode and detached. The self-supervised regimes (simclr, mae, ddpm: advx.pretext) train `features` and
+`pretext` on the images alone and record only their loss per epoch (the head they leave untrained has no error
+worth reporting). In a model with batch norm the clean and perturbed halves are forwarded separately, so
 batch norm normalises each by its own statistics; without batch norm they go through one forward pass of the
 concatenated batch (the same objective, one larger matrix product: about 17% less time per adversarial batch
 of the maxout MNIST recipe on 2 CPU cores). At alpha = 0 the clean half is never forwarded in train mode.
@@ -32,6 +34,7 @@ from advx.data import Dataset, augment, require_box
 from advx.errors import CheckpointError, DamagedFile, first_line, shown
 from advx.evaluate import attack_metrics, error_rate
 from advx.models import Classifier, per_example_loss
+from advx.pretext import is_self_supervised, pretext_loss
 from advx.progress import Bars
 from advx.runs import load_tensors, save_torch, state_mismatch
 from advx.runtime import Runtime
@@ -85,8 +88,11 @@ def trains_on_clean(regime: RegimeConfig) -> bool:
 
 
 def regime_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: RegimeConfig, output: str,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The regime's minibatch objective (a scalar) and logits [B, C] for the training-error metric.
+
+    A self-supervised regime returns its pretext loss (`advx.pretext.pretext_loss`, random draws from
+    `generator`, torch's global one when None) and no logits.
 
     x: [B, ...] inputs; y: [B] labels. The loss is alpha * J(x) + (1 - alpha) * J(x_adv), each term a mean over
     the batch, with x_adv from `regime_attack` (crafted in eval mode, detached: no gradient flows through the
@@ -95,6 +101,8 @@ def regime_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime
     is forwarded and the returned logits are x_adv's (the metric is then the error on perturbed inputs,
     `train_perturbed_error`); otherwise they are the clean logits.
     """
+    if is_self_supervised(regime):
+        return pretext_loss(model, x, regime, generator or torch.default_generator), None
     if regime.name == "standard":
         logits = model(x)
         return per_example_loss(logits, y, output).mean(), logits
@@ -173,8 +181,9 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
     """Train `model` (already on the device) in place; returns the final state with the per-epoch history.
 
     With a validation split, `loop.patience > 0` stops after that many epochs without improvement of
-    `loop.early_stop_on` and restores the best weights. If `state_path` holds a saved state, training continues
-    from it; the state is rewritten after every epoch.
+    `loop.early_stop_on` and restores the best weights. A self-supervised regime (advx.pretext) records only
+    train_loss per epoch: no validation or test error of its untrained head. If `state_path` holds a saved state,
+    training continues from it; the state is rewritten after every epoch.
     """
     require_box(regime.clip, data.train, "regime.clip")  # GCN+ZCA and spheres have no [0, 1] box to clip to
     net = runtime.prepare(model)  # the module to call (compiled when asked); `model` keeps the parameters
@@ -185,6 +194,7 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
         state = TrainState.load(state_path, model, optimizer, scaler, generator)
         log.info("resuming after epoch %d of %d from %s", state.epoch + 1, loop.epochs, state_path)
     bars = bars or Bars(enabled=False)
+    self_supervised = is_self_supervised(regime)
     error_key = "train_error" if trains_on_clean(regime) else "train_perturbed_error"
     epochs_task = bars.outer("epochs", total=loop.epochs, completed=state.epoch + 1)
     batches_per_epoch = -(-len(data.train) // loop.batch_size)
@@ -203,7 +213,7 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
         for x, y in batches:
             x = augment(x, loop.augment, loop.crop_padding, generator)
             with runtime.autocast():
-                loss, logits = regime_loss(net, x, y, regime, model.output)
+                loss, logits = regime_loss(net, x, y, regime, model.output, generator)
                 if optim.l1_first_layer:
                     loss = loss + optim.l1_first_layer * model.first_weight().abs().sum()
             optimizer.zero_grad(set_to_none=True)
@@ -212,22 +222,22 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
             scaler.update()
             model.constrain()
             loss_sum += loss.detach() * len(y)
-            wrong += (logits.detach().argmax(1) != y).sum()
-        row = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum.item() / len(data.train),
-            error_key: wrong.item() / len(data.train),  # with dropout active; on x_adv when alpha = 0
-            "seconds": 0.0,
-        }
-        if data.val is not None:
+            if logits is not None:
+                wrong += (logits.detach().argmax(1) != y).sum()
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+               "train_loss": loss_sum.item() / len(data.train)}
+        if not self_supervised:  # the head a pretext task leaves untrained has no error worth recording
+            row[error_key] = wrong.item() / len(data.train)  # with dropout active; on x_adv when alpha = 0
+        row["seconds"] = 0.0
+        if data.val is not None and not self_supervised:
             row["val_error"] = error_rate(net, data.val, runtime, loop.eval_batch_size)
             if loop.early_stop_on == "val_adv_error":
                 # Goodfellow's early-stopping criterion for adversarial training: FGSM error at the regime's eps
                 fgsm_at_eps = regime_attack(regime, "fgsm")
                 row["val_adv_error"] = attack_metrics(net, data.val, fgsm_at_eps, runtime,
                                                       batch_size=loop.eval_batch_size)["adv_error"]
-        row["test_error"] = error_rate(net, data.test, runtime, loop.eval_batch_size)
+        if not self_supervised:
+            row["test_error"] = error_rate(net, data.test, runtime, loop.eval_batch_size)
         row["seconds"] = time.perf_counter() - started
         state.history.append(row)
         state.epoch = epoch
@@ -236,7 +246,8 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
             save_torch(state_path, state.to_dict(model, optimizer, scaler, generator))
         shown = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
         log.info("epoch %d/%d  %s  (%.1fs)", epoch + 1, loop.epochs, shown, row["seconds"])
-        bars.advance(epochs_task, info=f"test_error={row['test_error']:.4f}")
+        shown_key = "train_loss" if self_supervised else "test_error"
+        bars.advance(epochs_task, info=f"{shown_key}={row[shown_key]:.4f}")
         if on_epoch is not None:
             on_epoch(state.history)
     if loop.patience and state.best_weights is not None:
