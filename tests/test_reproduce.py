@@ -234,8 +234,8 @@ def test_reproduce_all_runs_every_paper_into_one_index(advx, workdir):
     assert result.exit_code == 0, result.output
     index_dir = workdir / "outputs" / "reproduce" / "all-smoke"
     index = (index_dir / "index.md").read_text()
-    assert "3 of 3 papers finished" in index and "Total" in index
-    for paper in ("goodfellow2015", "gilmer2018", "ilyas2019"):
+    assert "4 of 4 papers finished" in index and "Total" in index
+    for paper in ("goodfellow2015", "gilmer2018", "ilyas2019", "li2023"):
         assert report_of(index_dir / f"{paper}-seed0")["paper"] == paper
         assert f"]({paper}-seed0/report.md)" in index
     refused = advx("reproduce", "all", *SMOKE, "paper.scales.smoke.rbf_epochs=3")

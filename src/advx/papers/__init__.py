@@ -4,6 +4,6 @@ out, device) -> claims.Outcome` (measurements by claim id, figure file names, ex
 `deviations(scale_name, scale)`. A new paper adds its module, conf/paper/<name>.yaml, experiments/<name>/paper.yaml
 and one line here."""
 
-from advx.papers import gilmer2018, goodfellow2015, ilyas2019
+from advx.papers import gilmer2018, goodfellow2015, ilyas2019, li2023
 
-PAPERS = {"goodfellow2015": goodfellow2015, "gilmer2018": gilmer2018, "ilyas2019": ilyas2019}
+PAPERS = {"goodfellow2015": goodfellow2015, "gilmer2018": gilmer2018, "ilyas2019": ilyas2019, "li2023": li2023}
