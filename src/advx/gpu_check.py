@@ -92,6 +92,23 @@ def slices(runtime: Runtime, tiny: bool) -> list[Slice]:
     sphere_x, sphere_y = sample_spheres(sphere_batch, dim, generator=torch.Generator().manual_seed(0))
     sphere_train = _sphere_step(sphere_net, sphere_x.to(device), sphere_y.to(device), runtime)
     mc_batch = 10_000 if tiny else 1_000_000
+    simclr = _cifar_model("resnet", tiny, runtime, {"depth": 18, "pretext": "simclr"},
+                          {"depth": 18, "width": 4, "pretext": "simclr"})
+    mae = _cifar_model("vit", tiny, runtime, {"patch_size": 8, "width": 384, "depth": 12, "heads": 6, "pretext": "mae"},
+                       {"patch_size": 8, "width": 32, "depth": 2, "heads": 2, "decoder_width": 32, "decoder_depth": 1,
+                        "decoder_heads": 2, "pretext": "mae"})
+    ddpm = _cifar_model("unet", tiny, runtime, {"channels": 128, "multipliers": [1, 2, 2, 2], "res_blocks": 2,
+                                                "pretext": "ddpm"},
+                        {"channels": 8, "multipliers": [1, 2], "pretext": "ddpm"})
+    li2023 = [  # the authors' encoders: SimCLR ResNet-18 (tau 0.007), MAE ViT patch 8 / 384 / 12, DDPM UNet 128
+        Slice("li2023", "SimCLR ResNet-18 step (two views)", batch,
+              _training_step(simclr, runtime, RegimeConfig(name="simclr", temperature=0.007, flip=True), x, y),
+              1000 * CIFAR_TRAIN, "1000 epochs"),
+        Slice("li2023", "MAE ViT step (mask 0.75)", batch, _training_step(mae, runtime, RegimeConfig(name="mae"), x, y),
+              1000 * CIFAR_TRAIN, "1000 epochs"),
+        Slice("li2023", "DDPM UNet step", batch, _training_step(ddpm, runtime, RegimeConfig(name="ddpm"), x, y),
+              1000 * CIFAR_TRAIN, "1000 epochs"),
+    ]
     return [
         Slice("goodfellow2015", "conv maxout training step (CIFAR arm)", batch,
               _training_step(maxout, runtime, standard, x, y), 200 * CIFAR_TRAIN, "200 epochs"),
@@ -109,6 +126,7 @@ def slices(runtime: Runtime, tiny: bool) -> list[Slice]:
         Slice("gilmer2018", "Monte Carlo error rate", mc_batch,
               lambda: sphere_error_rate(sphere_net, dim, 1.0, 0, mc_batch, device=device, batch_size=mc_batch),
               10_000_000, "10M points, one sphere"),
+        *li2023,
     ]
 
 
@@ -169,7 +187,6 @@ def main(argv: list[str] | None = None) -> None:
         memory = f", peak {result['peak_gib']:.1f} GiB" if result["peak_gib"] is not None else ""
         print(f"{piece.paper:15s} {piece.what}: {result['per_step'] * 1000:.1f} ms/step, {result['rate']:,.0f} "
               f"samples/s{memory}; projected {result['projected_s'] / 3600:.2f} h for {piece.projected}", flush=True)
-    print("li2023         not built yet (issue 12): no slice", flush=True)
 
 
 if __name__ == "__main__":
