@@ -229,6 +229,7 @@ def test_ilyas2019_smoke_pipeline_builds_the_four_datasets_and_reports_every_cla
     assert ran(report_of(out)) == set()
 
 
+@pytest.mark.slow  # every paper's smoke pipeline again (each has its own test): over a minute
 def test_reproduce_all_runs_every_paper_into_one_index(advx, workdir):
     result = advx("reproduce", "all", *SMOKE)
     assert result.exit_code == 0, result.output
