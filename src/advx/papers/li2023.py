@@ -22,11 +22,11 @@ from typing import ClassVar
 
 import torch
 
+import advx.papers.ilyas2019 as ilyas2019  # the module itself: importing advx.papers here would be a cycle
 from advx.attacks import pgd
 from advx.claims import Measurement, Outcome, not_run
 from advx.data import load_dataset
 from advx.models import per_example_loss
-from advx.papers import ilyas2019
 from advx.plots import figure, save
 from advx.pretext import info_nce, simclr_embed
 from advx.resources import conf_dir
