@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install advx with its test extras, from scratch
 
-test: install  ## run the test suite (CPU, synthetic data, a few minutes)
+test: $(VENV)/.bench-deps  ## run the test suite (CPU, synthetic data, a few minutes)
 	$(PY) -m pytest -q
 
 test-slow: install  ## run the slow tests too (real MNIST)

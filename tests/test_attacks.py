@@ -271,7 +271,7 @@ def test_clip_defaults_agree_everywhere(option):
     assert composed.clip == default_clip(name) == Attack(name=name, eps=0.1).clip == AttackConfig(name=name).clip
     if name in ATTACK_FUNCTIONS:
         assert inspect.signature(ATTACK_FUNCTIONS[name]).parameters["clip"].default == default_clip(name)
-    assert default_clip(name) == (name == "pgd")
+    assert default_clip(name) == (name in ("pgd", "autoattack"))
 
 
 @pytest.mark.parametrize("option", group_options("regime"))

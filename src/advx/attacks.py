@@ -21,6 +21,9 @@ untargeted PGD: an example counts as fooled when the clean input or any iterate 
 set, as AutoAttack does between its attacks). The robust accuracy is identical to running every example for
 every step under the same rule (tested), and never higher than final-iterate counting. Training-time and
 construction attacks (`pgd`) keep their fixed number of steps and return the final iterate.
+
+`Attack(name="autoattack")` runs the AutoAttack suite of advx.autoattack (Croce & Hein 2020: APGD-CE, APGD-T,
+Square, with an active set between and within its components); like PGD it clips to the box by default.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from advx.autoattack import COMPONENTS, autoattack
 from advx.models import per_example_loss
 from advx.runtime import eval_mode
 
@@ -71,12 +75,15 @@ class L2Threat:
 
 
 THREATS = {"linf": LinfThreat, "l2": L2Threat}
-CLIPPED_BY_DEFAULT = ("pgd", "pgd_adv")  # Madry et al. clip every PGD step; Goodfellow's FGSM and noise never clip
+# Madry et al. clip every PGD step, and AutoAttack's threat model is the ball inside the box; Goodfellow's FGSM and
+# noise never clip
+CLIPPED_BY_DEFAULT = ("pgd", "pgd_adv", "autoattack")
 
 
 def default_clip(name: str) -> bool:
-    """Whether an attack (none | fgsm | pgd | sign_noise | uniform_noise) or a training regime (standard |
-    fgsm_adv | pgd_adv | noise) clips to [0, 1] by default: only the PGD family does."""
+    """Whether an attack (none | fgsm | pgd | sign_noise | uniform_noise | autoattack) or a training regime
+    (standard | fgsm_adv | pgd_adv | noise) clips to [0, 1] by default: only the PGD family (AutoAttack's APGD
+    among it) does."""
     return name in CLIPPED_BY_DEFAULT
 
 
@@ -177,7 +184,9 @@ class Outcome:
     x_adv: torch.Tensor  # [B, ...] the first fooling iterate, else the final iterate of the highest-loss restart
     logits: torch.Tensor  # [B, C] the model's logits at x_adv, from the attack's own forward pass
     clean_logits: torch.Tensor  # [B, C] the model's logits at x
-    example_steps: int  # gradient steps taken, summed over examples (B * steps * restarts without an active set)
+    example_steps: int  # gradient steps taken, summed over examples (B * steps * restarts without an active set);
+    # autoattack: forward(+backward) passes over single examples, APGD's iterates and Square's queries
+    robust_after: dict[str, int] | None = None  # autoattack: examples still robust after each component, in order
 
 
 def pgd_until_fooled(
@@ -280,20 +289,28 @@ def target_labels(y: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor:
 class Attack:
     """A configured attack with the uniform call shape `attack(model, x, y) -> x_adv` for one eps."""
 
-    name: str  # none | fgsm | pgd | sign_noise | uniform_noise
+    name: str  # none | fgsm | pgd | sign_noise | uniform_noise | autoattack
     eps: float
     norm: str = "linf"
-    steps: int = 1
+    steps: int | None = None  # None: 1, or autoattack's 100 APGD iterations per run (its standard version)
     step_size: float | None = None
     random_start: bool = False
     restarts: int = 1
     targeted: bool = False
     target: str = "random"
-    clip: bool | None = None  # None: default_clip(name), True for pgd, False for fgsm and noise
+    clip: bool | None = None  # None: default_clip(name), True for pgd and autoattack, False for fgsm and noise
+    # autoattack only (advx.autoattack): restarts are per component (apgd-t: per target class), random_start,
+    # step_size, targeted and target are unused (APGD starts on the ball's surface with a step of 2 * eps)
+    components: tuple[str, ...] = COMPONENTS  # run in this order: apgd-ce, apgd-t, square (FAB-T left out)
+    targets: int = 9  # apgd-t's target classes (the standard version's 9; at most C - 1)
+    square_queries: int = 5000  # the standard version's Square budget per example
 
     def __post_init__(self) -> None:
         if self.clip is None:
             object.__setattr__(self, "clip", default_clip(self.name))
+        if self.steps is None:
+            object.__setattr__(self, "steps", 100 if self.name == "autoattack" else 1)
+        object.__setattr__(self, "components", tuple(self.components))
 
     @property
     def sees_clean_logits(self) -> bool:
@@ -311,8 +328,15 @@ class Attack:
 
         Untargeted PGD on the model itself runs `pgd_until_fooled`; every other attack, and any attack crafted on
         a transfer `source` (whose being fooled decides nothing about the model), is crafted in full and x_adv
-        forwarded once.
+        forwarded once. AutoAttack runs its suite (active set on the model, or on the `source` when given) and
+        reports its cost as forward passes (`Outcome.example_steps`) and the robust count after each component.
         """
+        if self.name == "autoattack" and self.eps > 0:
+            suite = self._suite(source if source is not None else model, x, y)
+            if source is None:
+                return Outcome(suite.x_adv, suite.logits, suite.clean_logits, suite.evaluations, suite.robust_after)
+            with eval_mode(model), torch.no_grad():
+                return Outcome(suite.x_adv, model(suite.x_adv), model(x), suite.evaluations)
         if self.until_fooled and source is None:
             return pgd_until_fooled(model, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                                     step_size=self.step_size, random_start=self.random_start,
@@ -336,6 +360,8 @@ class Attack:
             return sign_noise(x, eps=self.eps, clip=self.clip)
         if self.name == "uniform_noise":
             return uniform_noise(x, eps=self.eps, clip=self.clip)
+        if self.name == "autoattack":
+            return self._suite(model, x, y).x_adv
         goal = y
         if self.targeted:
             with eval_mode(model), torch.no_grad():  # train mode would update (or, on one example, break) BN
@@ -344,3 +370,8 @@ class Attack:
         return pgd(model, x, goal, eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
                    random_start=self.random_start, restarts=self.restarts, clip=self.clip,
                    targeted=self.targeted, on_logits=on_logits)
+
+    def _suite(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+        return autoattack(model, x, y, eps=self.eps, norm=self.norm, components=self.components, steps=self.steps,
+                          restarts=self.restarts, targets=self.targets, square_queries=self.square_queries,
+                          clip=bool(self.clip))

@@ -39,7 +39,9 @@ def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime
     adv_confidence_wrong (mean over misclassified adversarial examples), clean_confidence, perturbation
     sizes linf / l2 (means over examples) and steps_per_example (the gradient steps the attack took). Untargeted
     PGD on the model itself counts an example as fooled at its first fooling iterate and stops attacking it
-    (`Attack.evaluate`: best-iterate rule, active set). The model runs in eval mode; its mode is restored.
+    (`Attack.evaluate`: best-iterate rule, active set). AutoAttack on the model itself adds
+    `acc_after_<component>`, the robust accuracy after each of its components in the order they ran (the last
+    is 1 - adv_error), and counts forward passes as its steps. The model runs in eval mode; its mode is restored.
     Raises ConfigError when the attack clips (`attack.clip`) on a split without a [0, 1] box.
     """
     require_box(attack.clip, split, "attack.clip")
@@ -47,6 +49,8 @@ def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime
         sums = _attack_sums(model, split, attack, runtime, source, batch_size, bars)
     values = {k: v.item() for k, v in sums.items()}
     n = max(len(split), 1)
+    after = {f"acc_after_{k.removeprefix('robust_after:')}": v / n for k, v in values.items()
+             if k.startswith("robust_after:")}
     return {
         "eps": attack.eps,
         "clean_error": values["clean_wrong"] / n,
@@ -57,6 +61,7 @@ def attack_metrics(model: torch.nn.Module, split: Split, attack: Attack, runtime
         "mean_linf": values["linf"] / n,
         "mean_l2": values["l2"] / n,
         "steps_per_example": values["example_steps"] / n,  # gradient steps the attack took, per example
+        **after,
     }
 
 
@@ -72,6 +77,9 @@ def _attack_sums(model, split, attack, runtime, source, batch_size, bars) -> dic
         with runtime.autocast():
             outcome = attack.evaluate(model, x, y, source)
         example_steps += outcome.example_steps
+        for component, robust in (outcome.robust_after or {}).items():
+            key = f"robust_after:{component}"
+            sums[key] = sums.get(key, torch.zeros((), device=split.labels.device)) + robust
         with torch.no_grad():
             clean_p = probabilities(outcome.clean_logits.float(), output)
             adv_conf, adv_pred = probabilities(outcome.logits.float(), output).max(1)

@@ -334,28 +334,45 @@ class OptimConfig(Checked):
         _check(len(self.betas) == 2, f"optim.betas needs two values, got {self.betas}")
 
 
+AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-t", "square")  # advx.autoattack.COMPONENTS (schema stays torch-free)
+
+
 @dataclass
 class AttackConfig(Checked):
     """One threat model and its search. `eps` may be one number or a list (one evaluation per value)."""
 
     KEY: ClassVar[str] = "attack"
 
-    name: str = MISSING  # none | fgsm | pgd | sign_noise | uniform_noise
+    name: str = MISSING  # none | fgsm | pgd | sign_noise | uniform_noise | autoattack
     eps: Any = 0.0  # float or list of floats >= 0, in pixel units of [0,1] inputs (checked in `validate`)
     norm: str = "linf"  # linf | l2
-    steps: int = count(1)
+    steps: int = count(1)  # gradient steps per restart; autoattack: APGD iterations per run (its yaml: 100)
     step_size: float | None = positive(None)  # None: 2.5 * eps / steps (Madry et al.'s rule)
     random_start: bool = False
     restarts: int = count(1)
     targeted: bool = False
     target: str = "random"  # random | next  (next: t = (y + 1) mod C)
-    clip: bool | None = None  # clip to the [0,1] box after every step; None: attacks.default_clip (pgd only)
+    clip: bool | None = None  # clip to the [0,1] box after every step; None: attacks.default_clip (pgd, autoattack)
     batch_size: int = count(1000)
+    # autoattack only (advx.autoattack); restarts count per component there (apgd-t: per target class)
+    components: list[str] = field(default_factory=lambda: list(AUTOATTACK_COMPONENTS))  # run in this order
+    targets: int = count(9)  # apgd-t's target classes (the standard version's 9; at most classes - 1)
+    square_queries: int = count(5000)  # Square's queries per example (the standard version's 5000)
 
     def validate(self) -> None:
-        _check_choice("attack.name", self.name, ("none", "fgsm", "pgd", "sign_noise", "uniform_noise"))
+        _check_choice("attack.name", self.name, ("none", "fgsm", "pgd", "sign_noise", "uniform_noise", "autoattack"))
         if self.clip is None:
             self.clip = _default_clip(self.name)
+        _check(len(self.components) > 0, "attack.components must not be empty")
+        for component in self.components:
+            _check_choice("attack.components", component, AUTOATTACK_COMPONENTS)
+        _check(len(set(self.components)) == len(self.components),
+               f"attack.components lists a component twice: {list(self.components)}")
+        if self.name == "autoattack":
+            _check(not self.targeted, "attack=autoattack is untargeted (apgd-t is one of its components); set "
+                                      "attack.targeted=false")
+            _check(self.step_size is None, "attack=autoattack sets its own step sizes (APGD starts at 2 * eps and "
+                                           "halves it); set attack.step_size=null")
         _check_choice("attack.norm", self.norm, NORMS)
         _check_choice("attack.target", self.target, ("random", "next"))
         values = list(self.eps) if isinstance(self.eps, list | tuple) else [self.eps]

@@ -24,12 +24,11 @@ import torch
 
 import advx.papers.ilyas2019 as ilyas2019  # the module itself: importing advx.papers here would be a cycle
 from advx.attacks import pgd
-from advx.claims import Measurement, Outcome, not_run
+from advx.claims import Measurement, Outcome
 from advx.data import load_dataset
 from advx.models import per_example_loss
 from advx.plots import figure, save
 from advx.pretext import info_nce, simclr_embed
-from advx.resources import conf_dir
 from advx.runs import load_model, trained_config, trained_dataset, write_json
 from advx.runtime import eval_mode, held_out_generator
 from advx.schema import Checked, _check, count, positive
@@ -153,8 +152,6 @@ def _robustness(stages: Stages, name: str, run_dir: Path, ilyas: ilyas2019.Scale
     """Clean accuracy, PGD robust accuracy by ilyas2019's rule and AutoAttack robust accuracy per eps, on the
     same first test images."""
     row = ilyas2019.evaluate_model(stages, name, run_dir, ilyas, seed, device)
-    if not (conf_dir() / "attack" / "autoattack.yaml").is_file():
-        return row  # attack=autoattack is not built yet: its claims are reported as not run
     eps_list = ",".join(f"{e:g}" for e in ilyas.eval_eps)
     subset = [f"num_examples={ilyas.eval_examples}"] if ilyas.eval_examples else []
     attacked = stages.attack(f"autoattack_{name}", [f"run={run_dir}", "attack=autoattack", "attack.norm=l2",
@@ -234,9 +231,6 @@ def _robustness_claims(robust: dict[str, dict], ilyas: ilyas2019.Scale) -> dict[
     """AutoAttack against PGD at ilyas2019's small radius (every radius for the checks)."""
     small = f"{ilyas.eval_eps[0]:g}"
     dr, source = robust["sl_D_R"], robust["source_robust"]
-    ids = ("dr_autoattack_vs_source", "pgd_overstates", *(f"autoattack_not_weaker_{name}" for name in robust))
-    if f"autoattack@{small}" not in dr:
-        return dict.fromkeys(ids, not_run("attack=autoattack is not built yet (issue 12, item 3)"))
     measured = {
         "dr_autoattack_vs_source": Measurement(
             dr[f"autoattack@{small}"] / max(source[f"autoattack@{small}"], 1e-12),
@@ -268,9 +262,7 @@ def _robust_table(robust: dict[str, dict], ilyas: ilyas2019.Scale) -> str:
     lines = ["| model | clean | " + " | ".join(heads) + " |", "|---" * (2 + len(heads)) + "|"]
     labels = {"source_robust": "robust source (adversarially trained on D)", "sl_D_R": "SL trained on D_R"}
     for name, row in robust.items():
-        cells = [f"{100 * row[f'robust@{e:g}']:.1f} / " + (f"{100 * row[f'autoattack@{e:g}']:.1f}"
-                                                         if f"autoattack@{e:g}" in row else "not run")
-                 for e in ilyas.eval_eps]
+        cells = [f"{100 * row[f'robust@{e:g}']:.1f} / {100 * row[f'autoattack@{e:g}']:.1f}" for e in ilyas.eval_eps]
         lines.append(f"| {labels[name]} | {100 * row['clean']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
