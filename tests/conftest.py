@@ -6,9 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from advx.cli import app
+from advx.data import load_dataset
+from advx.models import build_model
+from advx.runtime import Runtime, seed_everything
+from advx.schema import DatasetConfig, LoopConfig, OptimConfig, RegimeConfig
+from advx.train import fit
 
 TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "runtime=cpu",
         "runtime.progress=false"]
@@ -65,3 +71,18 @@ def record_saves(monkeypatch: pytest.MonkeyPatch, module, die_after: int | None 
 
     monkeypatch.setattr(module, "save_torch", save)
     return saved
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """A small CNN fit to the synthetic dataset (about 2 s), and its test batch (shared by the attack tests)."""
+    cpu = Runtime.from_config(device="cpu", progress=False)
+    data = load_dataset(DatasetConfig(name="synthetic", train_size=512, test_size=200), cpu.device)
+    torch.manual_seed(0)  # the same model whichever tests ran before
+    model = build_model("cnn", data.input_shape, data.num_classes, data.mean, data.std, channels=[8, 16], hidden=32)
+    fit(model, data, optim=OptimConfig(name="adam", lr=3e-3), regime=RegimeConfig(name="standard"),
+        loop=LoopConfig(epochs=4, batch_size=64), runtime=cpu, generator=seed_everything(0))
+    model.eval()
+    x, y = data.test.batch(torch.arange(len(data.test)))
+    assert (model(x).argmax(1) == y).float().mean() > 0.9
+    return model, data, x, y

@@ -9,31 +9,15 @@ import pytest
 import torch
 
 from advx.attacks import Attack, default_clip, fgsm, pgd, pgd_until_fooled, sign_noise, uniform_noise
-from advx.data import Split, load_dataset
+from advx.data import Split
 from advx.errors import ConfigError
 from advx.evaluate import attack_metrics, error_rate
 from advx.hydra_bridge import compose_job, group_options
-from advx.models import build_model
-from advx.runtime import Runtime, eval_mode, seed_everything
-from advx.schema import AttackConfig, DatasetConfig, LoopConfig, OptimConfig, RegimeConfig
+from advx.runtime import Runtime, eval_mode
+from advx.schema import AttackConfig, RegimeConfig
 from advx.spheres import relu_mlp
-from advx.train import fit
 
 CPU = Runtime.from_config(device="cpu", progress=False)
-
-
-@pytest.fixture(scope="module")
-def trained():
-    """A small CNN fit to the synthetic dataset, and its test batch."""
-    data = load_dataset(DatasetConfig(name="synthetic", train_size=512, test_size=200), CPU.device)
-    torch.manual_seed(0)  # the same model whichever tests ran before
-    model = build_model("cnn", data.input_shape, data.num_classes, data.mean, data.std, channels=[8, 16], hidden=32)
-    fit(model, data, optim=OptimConfig(name="adam", lr=3e-3), regime=RegimeConfig(name="standard"),
-        loop=LoopConfig(epochs=4, batch_size=64), runtime=CPU, generator=seed_everything(0))
-    model.eval()
-    x, y = data.test.batch(torch.arange(len(data.test)))
-    assert (model(x).argmax(1) == y).float().mean() > 0.9
-    return model, data, x, y
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

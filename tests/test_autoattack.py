@@ -9,32 +9,16 @@ import torch
 
 from advx import autoattack as aa
 from advx.attacks import Attack
-from advx.data import load_dataset
 from advx.errors import ConfigError
 from advx.evaluate import attack_metrics
 from advx.hydra_bridge import compose_job
 from advx.models import build_model
-from advx.runtime import Runtime, seed_everything
-from advx.schema import AUTOATTACK_COMPONENTS, AttackConfig, DatasetConfig, LoopConfig, OptimConfig, RegimeConfig
-from advx.train import fit
+from advx.runtime import Runtime
+from advx.schema import AUTOATTACK_COMPONENTS, AttackConfig
 from conftest import TINY, metrics
 
 CPU = Runtime.from_config(device="cpu", progress=False)
 FAST = dict(steps=10, targets=2, square_queries=50)  # a cheap suite where the standard budget is not the point
-
-
-@pytest.fixture(scope="module")
-def trained():
-    """A small CNN fit to the synthetic MNIST-shaped dataset (2 s), and its 200 test images."""
-    data = load_dataset(DatasetConfig(name="synthetic", train_size=512, test_size=200), CPU.device)
-    torch.manual_seed(0)
-    model = build_model("cnn", data.input_shape, data.num_classes, data.mean, data.std, channels=[8, 16], hidden=32)
-    fit(model, data, optim=OptimConfig(name="adam", lr=3e-3), regime=RegimeConfig(name="standard"),
-        loop=LoopConfig(epochs=4, batch_size=64), runtime=CPU, generator=seed_everything(0))
-    model.eval()
-    x, y = data.test.batch(torch.arange(len(data.test)))
-    assert (model(x).argmax(1) == y).float().mean() > 0.9
-    return model, data, x, y
 
 
 def robust(found: aa.Found, model, x, y) -> float:
