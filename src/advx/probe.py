@@ -29,7 +29,7 @@ from advx.errors import CheckpointError, ConfigError
 from advx.evaluate import error_rate
 from advx.jobs import start_run
 from advx.models import build_model
-from advx.runs import MODEL_FILE, load_model, load_tensors, save_model, trained_dataset, write_json
+from advx.runs import load_model, save_model, trained_dataset, write_json
 from advx.runtime import Runtime, eval_mode, seed_everything
 from advx.schema import DatasetConfig, ProbeConfig, ProbeTaskConfig
 
@@ -43,12 +43,11 @@ def frozen_encoder(run: Path, num_classes: int, untrained: bool, device: torch.d
     Pretext-only parts (a SimCLR projection, an MAE decoder) are left out; with `untrained` the weights are the
     architecture's random initialisation under the current torch seed.
     """
-    _, spec = load_model(run, torch.device("cpu"))  # checks the run dir and its checkpoint with clear errors
+    trained, spec = load_model(run, torch.device("cpu"))  # checks the run dir and its checkpoint with clear errors
     hparams = {k: v for k, v in spec["hparams"].items() if k != "pretext"}
     model = build_model(spec["model"], spec["input_shape"], num_classes, spec["mean"], spec["std"], **hparams)
     if not untrained:
-        state = load_tensors(run / MODEL_FILE, f"retrain the encoder (the run dir {run} cannot be used)")
-        encoder = {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+        encoder = {k: v for k, v in trained.state_dict().items() if k.startswith(ENCODER_PREFIX)}
         missing, _ = model.load_state_dict(encoder, strict=False)
         stray = [k for k in missing if not k.startswith("head.")]
         if stray:

@@ -40,6 +40,7 @@ PARADIGMS = {"sl": "SL (supervised)", "simclr": "SimCLR (contrastive)", "mae": "
              "ddpm": "DDPM (diffusion)"}
 DATASETS = ("D", "D_R", "D_NR")
 SELF_SUPERVISED = ("simclr", "mae", "ddpm")
+TRANSFER_NOISE_STREAM = 23  # the held-out stream of the transfer experiment's random-noise floor
 
 
 @dataclass
@@ -183,7 +184,7 @@ def _transfer(sl_run: Path, simclr_run: Path, eps: float, scale: Scale, device: 
         return info_nce(simclr_embed(encoder, inputs), clean_embedding, temperature)
 
     with eval_mode(classifier), eval_mode(encoder):
-        generator = held_out_generator(23)
+        generator = held_out_generator(TRANSFER_NOISE_STREAM)
         noise = torch.randn(x.shape, generator=generator).to(device)
         noise = (x + eps * noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
         common = {"eps": eps, "norm": "l2", "steps": scale.transfer_steps, "clip": True}
