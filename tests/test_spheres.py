@@ -1,5 +1,5 @@
 """Adversarial spheres: the cap bound against independent computations, the search's calibration on a cap, the
-quadratic network's analytics, and the gilmer2018 pipeline at scale=smoke."""
+quadratic network's exact error rates (against closed forms and sampling), and the gilmer2018 smoke pipeline."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import copy
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
-from scipy import integrate, optimize
+from scipy import integrate, optimize, stats
 
 from advx.runtime import held_out_generator
 from advx.spheres import (
@@ -23,6 +24,7 @@ from advx.spheres import (
     relu_mlp,
     sample_sphere,
     sphere_error_rate,
+    weighted_chi2_positive,
 )
 from conftest import metrics
 
@@ -82,19 +84,40 @@ def quadratic_with_spectrum(eigenvalues: torch.Tensor) -> QuadraticNet:
     return net
 
 
-def test_quadratic_net_analytics():
+def test_quadratic_net_exact_rates_agree_with_sampling():
     dim = 200
     perfect = quadratic_with_spectrum(torch.linspace(0.65, 0.95, dim))
-    assert perfect.is_perfect()
+    assert perfect.is_perfect() and perfect.error_rates() == (0.0, 0.0)
     assert sphere_error_rate(perfect, dim, 1.0, 0, 50000).errors == 0
     assert sphere_error_rate(perfect, dim, 1.3, 1, 50000).errors == 0
     flawed = quadratic_with_spectrum(torch.linspace(0.9, 1.08, dim))
     assert not flawed.is_perfect()
     assert torch.allclose(flawed.eigenvalues().float(), torch.linspace(0.9, 1.08, dim), atol=1e-5)
-    analytic_inner, _ = flawed.analytic_error_rates()
+    inner, outer = flawed.error_rates()
     sampled = sphere_error_rate(flawed, dim, 1.0, 0, 200000, seed=3)
-    # about 3% errors, where the normal approximation is good (it degrades in the tails, at small d)
-    assert sampled.errors > 2000 and analytic_inner == pytest.approx(sampled.rate, rel=0.15)
+    assert sampled.errors > 2000 and sampled.lower <= inner <= sampled.upper  # about 3%
+    assert outer == 0.0  # every eigenvalue times R^2 = 1.69 exceeds 1: the outer sphere cannot err
+    skewed = quadratic_with_spectrum(torch.cat([torch.full((3,), 1.6), torch.full((47,), 0.8)]))
+    inner = skewed.error_rates()[0]  # skewed, d = 50: the normal approximation says 9e-4, 4x too low
+    sampled = sphere_error_rate(skewed, 50, 1.0, 0, 400000, seed=4)
+    assert 100 < sampled.errors and sampled.lower <= inner <= sampled.upper
+
+
+@pytest.mark.parametrize(("positive", "k", "negative", "m"),
+                         [(1.0, 1, 1.0, 1), (1.0, 10, 2.0, 10), (0.3, 1, 0.1, 499), (0.05, 2, 0.25, 498),
+                          (0.6, 5, 0.35, 495)])
+def test_weighted_chi2_matches_the_beta_closed_form_deep_in_the_tail(positive, k, negative, m):
+    """a chi2_k - b chi2_m > 0 iff chi2_k / (chi2_k + chi2_m) ~ Beta(k/2, m/2) exceeds b / (a + b): an independent
+    exact value, from 0.5 down to 1e-194, which the contour inversion must match to 1e-8 relative."""
+    weights = np.r_[np.full(k, positive), np.full(m, -negative)]
+    expected = stats.beta.sf(negative / (positive + negative), k / 2, m / 2)
+    assert weighted_chi2_positive(weights) == pytest.approx(expected, rel=1e-8)
+    assert weighted_chi2_positive(-weights) == pytest.approx(1 - expected, rel=1e-8)
+
+
+def test_weighted_chi2_degenerate_signs():
+    assert weighted_chi2_positive(np.array([-1.0, -0.5, 0.0])) == 0.0  # never positive
+    assert weighted_chi2_positive(np.array([0.2, 0.0])) == 1.0  # positive almost surely
 
 
 def test_sphere_error_rate_runs_in_eval_mode_and_restores_train_mode():
@@ -151,4 +174,8 @@ def test_gilmer2018_smoke_pipeline(advx, workdir):
     assert 0 < ratio["low"] <= ratio["measured"] <= ratio["high"] and ratio["measured"] <= 1.02
     for figure in ("distance_vs_error_rate.png", "collapse.png"):
         assert (out / figure).stat().st_size > 1000
-    assert len((out / "points.csv").read_text().splitlines()) == 1 + 2 * 2 * 2  # header + dims x models x budgets
+    exact = claims["quadratic_exact_vs_mc"]  # sampling agrees with every quadratic snapshot's exact rate
+    assert exact["status"] == "reproduced", exact
+    assert "tail_max_ratio" in claims  # measured at every scale, judged only on real scales
+    # header + dims x models x budgets + the longer quadratic runs at tail_dim
+    assert len((out / "points.csv").read_text().splitlines()) == 1 + 2 * 2 * 2 + 1
