@@ -1,4 +1,4 @@
-"""Datasets: synthetic shapes, real MNIST from ../shared/data, class subsets and validation splits."""
+"""Datasets: synthetic shapes, real MNIST and Fashion-MNIST from ../shared/data, class subsets and validation splits."""
 
 from __future__ import annotations
 
@@ -46,6 +46,15 @@ def test_real_mnist_loads_as_device_tensors():
     assert (len(data.train), len(data.val), len(data.test)) == (50000, 10000, 10000)
     assert data.train.images.dtype == torch.uint8 and data.input_shape == (1, 28, 28)
     assert abs(data.mean[0] - 0.1307) < 0.002  # the published MNIST training mean
+
+
+@pytest.mark.skipif(not (MNIST_DIR / "FashionMNIST" / "raw").is_dir(), reason=f"Fashion-MNIST not in {MNIST_DIR}")
+def test_real_fashion_mnist_loads_with_its_readme_split():
+    data = load_dataset(DatasetConfig(name="fashion_mnist", data_dir=str(MNIST_DIR)), CPU)
+    assert (len(data.train), len(data.test), data.num_classes) == (60000, 10000, 10)
+    assert data.input_shape == (1, 28, 28) and data.train.images.dtype == torch.uint8
+    assert abs(data.mean[0] - 0.2860) < 0.002  # the published training mean (../shared/data/README.md)
+    assert torch.bincount(data.test.labels).tolist() == [1000] * 10  # the README's re-split: 1000 per class
 
 
 @needs_mnist

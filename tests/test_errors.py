@@ -55,9 +55,11 @@ def test_bad_training_config(advx, overrides, fragments):
     assert_one_line_error(advx("train", *TINY, *overrides), *fragments)
 
 
-def test_missing_dataset_says_where_it_was_expected(advx, workdir):
-    result = advx("train", "dataset=mnist", f"dataset.data_dir={workdir / 'nowhere'}", "runtime.progress=false")
-    assert_one_line_error(result, "MNIST not found", str(workdir / "nowhere" / "MNIST" / "raw"), "ADVX_DATA_DIR")
+@pytest.mark.parametrize(("name", "title", "folder"), [("mnist", "MNIST", "MNIST"),
+                                                       ("fashion_mnist", "Fashion-MNIST", "FashionMNIST")])
+def test_missing_dataset_says_where_it_was_expected(advx, workdir, name, title, folder):
+    result = advx("train", f"dataset={name}", f"dataset.data_dir={workdir / 'nowhere'}", "runtime.progress=false")
+    assert_one_line_error(result, f"{title} not found", str(workdir / "nowhere" / folder / "raw"), "ADVX_DATA_DIR")
 
 
 def test_missing_cifar_says_where_it_was_expected(advx, workdir):

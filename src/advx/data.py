@@ -1,7 +1,8 @@
 """Datasets as tensors resident on the device: uint8 images [N, C, H, W] and int64 labels [N].
 
-MNIST and CIFAR-10 are read once through torchvision from `data_dir` (the layout torchvision expects:
-`<data_dir>/MNIST/raw/*-ubyte`, `<data_dir>/cifar-10-batches-py/`), then kept in memory. Batches are drawn
+MNIST, Fashion-MNIST and CIFAR-10 are read once through torchvision from `data_dir` (the layouts torchvision
+expects: `<data_dir>/MNIST/raw/*-ubyte`, `<data_dir>/FashionMNIST/raw/*-ubyte`, `<data_dir>/cifar-10-batches-py/`),
+then kept in memory. Batches are drawn
 by `randperm` indices and converted to float in [0, 1] per batch; normalisation is the model's job.
 A derived dataset (Ilyas et al. 2019; `advx construct`) has float32 training images and borrows the clean
 test split of the dataset it was derived from.
@@ -21,11 +22,27 @@ import torch
 from advx.errors import ConfigError, DataError, first_line, shown
 from advx.runtime import held_out_generator
 
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
-MNIST_RAW, CIFAR10_FOLDER = Path("MNIST", "raw"), "cifar-10-batches-py"  # torchvision's layouts under data_dir
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")  # MNIST's layout, which Fashion-MNIST shares
 SYNTHETIC_STREAM = 1  # held-out stream of the synthetic dataset: one fixed dataset whatever the run's seed
 SPHERES_STREAM = 1234  # held-out stream of the spheres' test and validation sets
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """An image dataset on disk, read through torchvision: where under data_dir and what it holds."""
+
+    title: str  # as torchvision and the papers spell it
+    folder: str  # torchvision's layout under data_dir
+    shape: tuple[int, int, int]  # one image [C, H, W]
+    torchvision_class: str
+
+
+IMAGE_DATASETS = {  # the names are dataset.name's; schema.DATASET_CLASSES holds their label counts
+    "mnist": ImageFiles("MNIST", "MNIST/raw", (1, 28, 28), "MNIST"),
+    "fashion_mnist": ImageFiles("Fashion-MNIST", "FashionMNIST/raw", (1, 28, 28), "FashionMNIST"),
+    "cifar10": ImageFiles("CIFAR-10", "cifar-10-batches-py", (3, 32, 32), "CIFAR10"),
+}
 
 
 @dataclass
@@ -125,7 +142,7 @@ def describe(cfg) -> tuple[tuple[int, ...], int]:
                                                   "val_size": 0}))
     else:
         _require_files(cfg.name, Path(cfg.data_dir), cfg.download)
-        shape, labels = ((1, 28, 28) if cfg.name == "mnist" else (3, 32, 32)), 10
+        shape, labels = IMAGE_DATASETS[cfg.name].shape, cfg.labels()
     if cfg.classes:
         cfg.check_classes(labels)
         labels = len(cfg.classes)
@@ -136,12 +153,9 @@ def load_dataset(cfg, device: torch.device) -> Dataset:
     """Load the dataset described by a `DatasetConfig` onto `device`, with its subsets and splits applied."""
     if cfg.name == "spheres":
         return _spheres(cfg, device)
-    if cfg.name == "mnist":
-        (train_x, train_y), (test_x, test_y) = _read_mnist(Path(cfg.data_dir), cfg.download)
-        num_classes = 10
-    elif cfg.name == "cifar10":
-        (train_x, train_y), (test_x, test_y) = _read_cifar10(Path(cfg.data_dir), cfg.download)
-        num_classes = 10
+    if cfg.name in IMAGE_DATASETS:
+        (train_x, train_y), (test_x, test_y) = _read_images(cfg.name, Path(cfg.data_dir), cfg.download)
+        num_classes = cfg.labels()
     elif cfg.name == "derived":
         (train_x, train_y), (test_x, test_y), num_classes = _read_derived(cfg)
     else:
@@ -220,28 +234,27 @@ def _keep_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int]
 
 def dataset_files(name: str, data_dir: str | Path) -> list[Path]:
     """The files dataset `name` reads from `data_dir` (none for generated data: synthetic, spheres)."""
-    root = Path(data_dir)
-    if name == "mnist":
-        return [root / MNIST_RAW / file for file in MNIST_FILES]
+    if name not in IMAGE_DATASETS:
+        return []
+    folder = Path(data_dir) / IMAGE_DATASETS[name].folder
     if name == "cifar10":
-        folder = root / CIFAR10_FOLDER
-        return sorted(folder.glob("*_batch*")) if folder.is_dir() else [folder / "data_batch_1"]
-    return []
+        return sorted(folder.glob("*_batch*")) if _is_dir(folder) else [folder / "data_batch_1"]
+    return [folder / file for file in IDX_FILES]
 
 
 def _require_files(name: str, root: Path, download: bool) -> None:
-    """One DataError line saying where the files of `name` (mnist | cifar10) were expected, unless they are there
+    """One DataError line saying where the files of image dataset `name` were expected, unless they are there
     (or will be downloaded)."""
-    if name == "mnist":
-        title, folder, layout = "MNIST", root / MNIST_RAW, "MNIST/raw/"
-        missing = ", ".join(path.name for path in dataset_files("mnist", root) if not _is_file(path))
-    else:
-        title, folder, layout = "CIFAR-10", root / CIFAR10_FOLDER, f"{CIFAR10_FOLDER}/"
+    source = IMAGE_DATASETS[name]
+    folder = root / source.folder
+    if name == "cifar10":
         missing = "" if _is_dir(folder) else "the python batches"
+    else:
+        missing = ", ".join(path.name for path in dataset_files(name, root) if not _is_file(path))
     if missing and not download:
         raise DataError(
-            f"{title} not found: expected {missing} in {shown(folder.absolute())}. Point dataset.data_dir=... or "
-            f"ADVX_DATA_DIR at the folder that holds {layout}, or set dataset.download=true when online."
+            f"{source.title} not found: expected {missing} in {shown(folder.absolute())}. Point dataset.data_dir=... "
+            f"or ADVX_DATA_DIR at the folder that holds {source.folder}/, or set dataset.download=true when online."
         )
 
 
@@ -259,28 +272,22 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _read_mnist(root: Path, download: bool):
-    from torchvision.datasets import MNIST
+def _read_images(name: str, root: Path, download: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 images [N, C, H, W], int64 labels [N]) of the train and test splits of image dataset `name`, or one
+    DataError line that says where the files were expected or that they are damaged."""
+    import torchvision.datasets
 
-    splits = _read_torchvision("MNIST", MNIST, root, root / MNIST_RAW, download)
-    return [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in splits]
-
-
-def _read_cifar10(root: Path, download: bool):
-    from torchvision.datasets import CIFAR10
-
-    splits = _read_torchvision("CIFAR-10", CIFAR10, root, root / CIFAR10_FOLDER, download)
-    return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
-
-
-def _read_torchvision(name: str, dataset_class, root: Path, folder: Path, download: bool):
-    """Both splits of a torchvision dataset, or one DataError line that says where the files were expected."""
-    _require_files("mnist" if name == "MNIST" else "cifar10", root, download)
+    source = IMAGE_DATASETS[name]
+    _require_files(name, root, download)
+    dataset_class = getattr(torchvision.datasets, source.torchvision_class)
     try:
-        return [dataset_class(str(root), train=train, download=download) for train in (True, False)]
+        splits = [dataset_class(str(root), train=train, download=download) for train in (True, False)]
     except (RuntimeError, OSError, ValueError, EOFError) as error:
-        raise DataError(f"cannot read {name} from {shown(folder.absolute())}: {first_line(error)}; the files are "
-                        f"damaged or incomplete, copy them again") from None
+        raise DataError(f"cannot read {source.title} from {shown((root / source.folder).absolute())}: "
+                        f"{first_line(error)}; the files are damaged or incomplete, copy them again") from None
+    if name == "cifar10":  # numpy HWC images and list labels
+        return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
+    return [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in splits]
 
 
 def synthetic(shape: str, num_classes: int, train_size: int, test_size: int):

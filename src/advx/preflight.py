@@ -25,7 +25,7 @@ from advx.errors import ConfigError, first_line, shown
 from advx.models import build_model
 from advx.runs import STATE_FILE, load_model, load_tensors, trained_dataset
 from advx.runtime import resolve_device
-from advx.schema import MODEL_SCHEMAS, DatasetConfig, ModelConfig
+from advx.schema import DATASET_CLASSES, MODEL_SCHEMAS, DatasetConfig, ModelConfig
 
 RUN_FILES = (".hydra", "config.yaml", "metrics.json", "model.pt", "checkpoint", "chunks", "dataset.pt")  # a run's
 
@@ -52,7 +52,7 @@ def check_job(command: str, typed: Any) -> None:
         describe(trained_dataset(Path(typed.source), typed.data_dir))
     elif command == "reproduce":
         name = getattr(typed.paper.scales[typed.scale], "dataset", None)  # None: the paper makes its own data
-        if name in ("mnist", "cifar10"):
+        if name in DATASET_CLASSES:
             describe(DatasetConfig(name=name, data_dir=typed.data_dir))
         check_output_dir(Path(typed.store), "store")
 

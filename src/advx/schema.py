@@ -23,7 +23,7 @@ MISSING: Any = "???"  # OmegaConf's missing-value marker is this string: no omeg
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMS = ("linf", "l2")
-DATASET_CLASSES = {"mnist": 10, "cifar10": 10}  # labels of the image datasets on disk (synthetic: num_classes)
+DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10}  # labels of the image datasets on disk
 
 
 def _check(condition: bool, message: str) -> None:
@@ -144,7 +144,7 @@ def _default_clip(name: str) -> bool:
 class DatasetConfig(Checked):
     KEY: ClassVar[str] = "dataset"
 
-    name: str = MISSING  # mnist | cifar10 | synthetic | spheres | derived (mnist_3v7 is mnist with classes=[3,7])
+    name: str = MISSING  # mnist | fashion_mnist | cifar10 | synthetic | spheres | derived (mnist_3v7: classes=[3,7])
     data_dir: str = "${oc.env:ADVX_DATA_DIR,data}"  # where torchvision's folders live (MNIST/raw/...)
     download: bool = False  # these machines are offline; users online may set it
     classes: list[int] | None = non_negative(None)  # keep only these labels, renumbered 0..k-1 (3 vs 7: [3, 7])
@@ -160,9 +160,9 @@ class DatasetConfig(Checked):
     base: str = "cifar10"  # derived from released files only: whose test split to evaluate on (ours record theirs)
 
     def validate(self) -> None:
-        _check_choice("dataset.name", self.name, ("mnist", "cifar10", "synthetic", "spheres", "derived"))
+        _check_choice("dataset.name", self.name, (*DATASET_CLASSES, "synthetic", "spheres", "derived"))
         _check(self.name != "derived" or bool(self.path), "dataset=derived needs dataset.path=<construct run dir>")
-        _check_choice("dataset.base", self.base, ("mnist", "cifar10", "synthetic"))
+        _check_choice("dataset.base", self.base, (*DATASET_CLASSES, "synthetic"))
         _check_choice("dataset.shape", self.shape, ("mnist", "cifar"))
         _check_choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
         if self.classes is not None:
