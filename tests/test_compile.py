@@ -1,6 +1,6 @@
-"""torch.compile on the CPU (inductor, gcc): a compiled model trains to what eager training reaches, and the
-evaluation attacks that toggle it between train and eval mode compile a bounded number of graphs; the GPU check
-script runs its CPU-sized slices."""
+"""torch.compile on the CPU (inductor, gcc): a compiled model trains to what eager training reaches, `advx attack`
+compiles what it loads to the same result, and the evaluation attacks that toggle it between train and eval mode
+compile a bounded number of graphs; the GPU check script runs its CPU-sized slices."""
 
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ def test_a_compiled_model_trains_like_eager_without_a_recompilation_storm(advx, 
     assert 0 < graphs <= GRAPH_LIMIT
     assert abs(metrics(compiled)["test_error"] - metrics(eager)["test_error"]) <= 0.05
     assert metrics(compiled)["test_error"] < 0.5  # learned: chance is 0.9
+    attacks = {}
+    for compile_ in ("false", "true"):  # `advx attack` compiles the loaded model too, to the same result
+        torch._dynamo.utils.counters.clear()
+        attacks[compile_] = workdir / f"attack-{compile_}"
+        result = advx("attack", f"run={eager}", f"runtime.compile={compile_}", "attack=pgd_linf", "attack.eps=0.1",
+                      "attack.steps=5", "runtime.progress=false", f"hydra.run.dir={attacks[compile_]}")
+        assert result.exit_code == 0, result.output
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        assert (0 < graphs <= GRAPH_LIMIT) if compile_ == "true" else graphs == 0
+    adv_errors = [metrics(attacks[c])["attacks"][0]["adv_error"] for c in ("true", "false")]
+    assert abs(adv_errors[0] - adv_errors[1]) <= 0.02
 
 
 def test_the_gpu_check_runs_its_cpu_sized_slices(capsys):

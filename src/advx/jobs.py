@@ -149,6 +149,8 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: boo
         source, source_spec = load_model(Path(typed.source), runtime.device)
         if source_spec["input_shape"] != spec["input_shape"] or source_spec["num_classes"] != spec["num_classes"]:
             raise ConfigError(f"source {typed.source} and run {typed.run} have different inputs or classes")
+        source = runtime.prepare(source)
+    model = runtime.prepare(model)  # the device layout, and torch.compile when runtime.compile=true
     dataset_cfg = trained_dataset(run, typed.data_dir)
     if typed.derived:
         dataset_cfg = DatasetConfig(name="derived", path=typed.derived, data_dir=dataset_cfg.data_dir)
@@ -184,6 +186,7 @@ def run_construct(typed: ConstructTaskConfig, out: Path, resolved_yaml: str) -> 
     runtime = start_run(typed, out, resolved_yaml)
     cfg, source = typed.construct, Path(typed.source)
     model, spec = load_model(source, runtime.device)
+    model = runtime.prepare(model)  # the device layout, and torch.compile when runtime.compile=true
     source_config = trained_config(source)
     dataset_cfg = trained_dataset(source, typed.data_dir)
     dataset_cfg.val_size = 0  # every training example of the source's dataset, as the paper
