@@ -6,10 +6,10 @@ ADVX := $(VENV)/bin/advx
 export ADVX_DATA_DIR ?= $(abspath ../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint main ilyas gilmer maxout bench bench-deps gpu-check clean
+.PHONY: help install test test-slow lint main ilyas gilmer li2023 maxout bench bench-deps gpu-check clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,8 +36,11 @@ main: install  ## the main job: reproduce Goodfellow et al. 2015 on MNIST (scale
 ilyas: install  ## reproduce Ilyas et al. 2019 on MNIST: D_R, D_NR, D_rand, D_det (scale=cpu, about 44 min)
 	$(ADVX) reproduce ilyas2019 scale=cpu
 
-gilmer: install  ## reproduce Gilmer et al. 2018, adversarial spheres (scale=cpu, about 2 min)
+gilmer: install  ## reproduce Gilmer et al. 2018, adversarial spheres (scale=cpu, about 3 min)
 	$(ADVX) reproduce gilmer2018 scale=cpu
+
+li2023: install  ## reproduce Li et al. 2023: SL / SimCLR / MAE / DDPM on D, D_R, D_NR (scale=cpu, about 57 min)
+	$(ADVX) reproduce li2023 scale=cpu
 
 maxout: install  ## train the maxout MLP on MNIST (30 epochs) and FGSM-attack it
 	$(ADVX) train experiment=mnist_maxout hydra.run.dir=outputs/maxout/train

@@ -303,6 +303,7 @@ def _plot_bound(points: list[dict], dims: list[int], out: Path) -> str:
     colours = [f"C{i}" for i in range(10)]  # matplotlib's default colour cycle
     tail = [p for p in points if p.get("ratio_exact") is not None and not p["errors"]]
     mus = np.logspace(min([-8.0] + [math.log10(p["mu_exact"]) - 0.5 for p in tail]), -0.4, 80)
+    star_label = "quadratic nets without a sampled error, at their exact mu"
     for i, dim in enumerate(dims):
         colour = colours[i % len(colours)]
         ax.plot(mus, [cap_bound(m, dim) for m in mus], color=colour, lw=1, label=f"cap bound, d={dim}")
@@ -312,13 +313,15 @@ def _plot_bound(points: list[dict], dims: list[int], out: Path) -> str:
                        s=22, label=f"{kind} nets (colour: d)" if i == 0 else None)
         chosen = [p for p in tail if p["dim"] == dim]
         ax.scatter([p["mu_exact"] for p in chosen], [p["d_E"] for p in chosen], color=colour, marker="*", s=60,
-                   label="quadratic nets without sampled errors, at their exact mu" if chosen else None)
+                   label=star_label if chosen else None)
+        if chosen:
+            star_label = None  # one legend entry for the stars of every d
     ax.set_xscale("log")
     ax.set_xlabel("mu: error rate on the inner sphere (Monte Carlo; stars: exact)")
     ax.set_ylabel("d(E): mean distance to the nearest error")
     ax.set_title("Nearest-error distance vs error rate (Gilmer et al. 2018)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=6.5, ncol=2, loc="upper right")
     return save(fig, out, "distance_vs_error_rate.png")
 
 
