@@ -42,7 +42,7 @@ from advx.timing import section
 
 log = logging.getLogger("advx")
 
-TAIL_RATE = 1e-7  # the paper's headline: nets that err on fewer than one point in ten million still have errors near
+TAIL_RATE = 1e-7  # the headline: nets erring on fewer than one point in ten million still have errors nearby
 
 
 @dataclass
