@@ -89,6 +89,31 @@ def test_a_reloaded_dataset_scores_the_targeted_success_rate_it_was_built_with(a
     assert len((trained / "metrics.csv").read_text().splitlines()) == 1 + 2  # header + 2 epochs
 
 
+def test_the_leakage_control_moves_each_image_by_its_target_class_pattern(advx, workdir, source):
+    """dnoise: D_det's labels (y + 1) mod C, each image moved by one fixed pattern per target class, of L2 norm
+    eps before clipping to the box; the same seed gives the same patterns."""
+    built = workdir / "dnoise"
+    result = advx("construct", "dnoise", f"source={source}", *CONSTRUCT, "construct.eps=2.0", f"hydra.run.dir={built}")
+    assert result.exit_code == 0, result.output
+    stored = dataset_file(built)
+    train, _ = synthetic("mnist", 10, 256, 128)
+    x, y = train[0][:96].float() / 255, train[1][:96]
+    assert torch.equal(stored["labels"], (y + 1) % 10)
+    moved = stored["images"] - x
+    assert float(moved.flatten(1).norm(dim=1).max()) <= 2.0 + 1e-4  # clipping only shortens the move
+    for t in range(10):  # one pattern per target class: unclipped pixels move alike within a class
+        rows = moved[stored["labels"] == t].flatten(1)
+        inside = ((x[stored["labels"] == t].flatten(1) + rows) > 0.01) & ((x[stored["labels"] == t].flatten(1)
+                                                                           + rows) < 0.99)
+        both = inside[0] & inside[1]
+        assert torch.allclose(rows[0][both], rows[1][both], atol=1e-5)
+    cfg = ConstructConfig(kind="dnoise", eps=2.0)
+    first, second = (make_plan(cfg, y, 10, seed=0, image_shape=(1, 28, 28)) for _ in range(2))
+    assert torch.equal(first.patterns, second.patterns)
+    assert torch.allclose(first.patterns.flatten(1).norm(dim=1), torch.ones(10))
+    assert 0 <= metrics(built)["targeted_success_rate"] <= 1  # how often the source already predicts t
+
+
 def test_inversion_moves_the_start_image_towards_the_target_representation(advx, workdir, source):
     out = workdir / "nonrobust"
     result = advx("construct", "nonrobust", f"source={source}", *CONSTRUCT, "construct.steps=30",

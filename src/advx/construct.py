@@ -8,6 +8,12 @@
 - Targeted relabelling (kinds drand / ddet): x_adv is targeted L2 PGD on a standard source towards t, with t
   uniform over the classes (D_rand, as the paper: "uniformly at random among classes") or (y + 1) mod C
   (D_det); the new example is (x_adv, t). What links x_adv to t is the non-robust perturbation alone.
+- The leakage control (kind dnoise): D_det's labels t = (y + 1) mod C, but x moved by a fixed random pattern of
+  class t with L2 norm eps (one pattern per class, no optimisation, no model), clipped to the box. A model
+  trained on it can learn the patterns and the digits' shapes, nothing that transfers to clean data; D_det
+  beating it on the clean test set is what non-robust features (or robust features leaked into D_det's
+  perturbations) add over any class-wise signal of that norm. After the replications of Ilyas et al. (the
+  "Discussion" in Distill, 2019) that ask whether D_det's perturbations leak robust features.
 
 Both are `attacks.pgd`: inversion is PGD descending a representation distance in an unbounded ball. Every
 random choice is drawn up front from the seed (`plan`), and chunks are saved as they finish, so a killed
@@ -71,12 +77,14 @@ class Plan:
     index: torch.Tensor  # the training examples, in order: the first n of the split
     start: torch.Tensor  # inversion: a different training image to start from
     labels: torch.Tensor  # the derived labels: y for inversion, t for relabelling
+    patterns: torch.Tensor | None = None  # dnoise: one unit-L2 pattern per class [C, *image_shape], float32
 
     def __len__(self) -> int:
         return len(self.index)
 
 
-def make_plan(cfg: ConstructConfig, train_labels: torch.Tensor, num_classes: int, seed: int) -> Plan:
+def make_plan(cfg: ConstructConfig, train_labels: torch.Tensor, num_classes: int, seed: int,
+              image_shape: tuple[int, ...] = ()) -> Plan:
     n_train = len(train_labels)
     if cfg.num_examples is not None and cfg.num_examples > n_train:
         raise ConfigError(f"construct.num_examples={cfg.num_examples} exceeds the {n_train} training examples of the "
@@ -88,11 +96,15 @@ def make_plan(cfg: ConstructConfig, train_labels: torch.Tensor, num_classes: int
     y = train_labels[:n].cpu()
     if cfg.kind == "drand":
         labels = torch.randint(0, num_classes, (n,), generator=generator)
-    elif cfg.kind == "ddet":
+    elif cfg.kind in ("ddet", "dnoise"):
         labels = (y + 1) % num_classes
     else:
         labels = y
-    return Plan(index, start, labels)
+    patterns = None
+    if cfg.kind == "dnoise":  # drawn after everything else: the other kinds' plans do not move
+        patterns = torch.randn(num_classes, *image_shape, generator=generator)
+        patterns /= patterns.flatten(1).norm(dim=1).view(-1, *([1] * len(image_shape)))
+    return Plan(index, start, labels, patterns)
 
 
 def construct(model: torch.nn.Module, train: Split, plan: Plan, cfg: ConstructConfig, runtime: Runtime, out: Path,
@@ -128,6 +140,10 @@ def _build_chunk(model, train: Split, plan: Plan, part: slice, cfg: ConstructCon
             x_start, _ = train.batch(plan.start[part].to(device))
             z, distance, norm = representation_inversion(model, x, x_start, steps=cfg.steps, step_size=cfg.step_size)
             return {"images": z.float(), "labels": labels, "distance": distance, "target_norm": norm}
+        if cfg.kind == "dnoise":
+            x_moved = (x + cfg.eps * plan.patterns.to(device)[labels]).clamp(0, 1)
+            with eval_mode(model), torch.no_grad():
+                return {"images": x_moved, "labels": labels, "success": model(x_moved).argmax(1) == labels}
         x_adv, success = targeted_relabel(model, x, labels, eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size)
         return {"images": x_adv.float(), "labels": labels, "success": success}
 

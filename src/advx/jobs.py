@@ -198,7 +198,7 @@ def run_construct(typed: ConstructTaskConfig, out: Path, resolved_yaml: str) -> 
         log.warning("construct %s from a source trained with regime=%s: the paper builds D_R from an adversarially "
                     "trained model and D_NR from a standard one", cfg.kind, regime)
     data = load_dataset(dataset_cfg, runtime.device)
-    plan = make_plan(cfg, data.train.labels, data.num_classes, typed.seed)
+    plan = make_plan(cfg, data.train.labels, data.num_classes, typed.seed, data.input_shape)
     log.info("constructing %s from %s (%s, regime=%s): %d examples of %s in chunks of %d, run dir %s", cfg.kind,
              source, spec["model"], regime, len(plan), dataset_cfg.name, cfg.chunk_size, out)
     with Bars(typed.runtime.progress) as bars:

@@ -503,19 +503,20 @@ class ConstructConfig(Checked):
     robust / nonrobust: representation inversion from a random other training image towards each example's
     penultimate representation (robust: of a robust model; nonrobust: of a standard one), label kept.
     drand / ddet: targeted L2 PGD towards t (uniform random, or (y + 1) mod C), relabelled t.
+    dnoise: D_det's labels with x moved by a fixed random pattern of class t of L2 norm eps (the leakage control).
     """
 
     KEY: ClassVar[str] = "construct"
 
-    kind: str = MISSING  # robust | nonrobust | drand | ddet
+    kind: str = MISSING  # robust | nonrobust | drand | ddet | dnoise
     steps: int = count(1000)  # normalised-gradient steps
     step_size: float = positive(0.1)  # L2 length of each step, in pixel units of [0, 1] inputs
-    eps: float = positive(0.5)  # drand / ddet: radius of the targeted attack's L2 ball (inversion is unbounded)
+    eps: float = positive(0.5)  # drand / ddet: the targeted attack's L2 radius; dnoise: the patterns' norm
     num_examples: int | None = count(None)  # the first N training examples of the source's dataset (None: all)
     chunk_size: int = count(500)  # examples per batch and per saved chunk: a killed run loses at most one chunk
 
     def validate(self) -> None:
-        _check_choice("construct.kind", self.kind, ("robust", "nonrobust", "drand", "ddet"))
+        _check_choice("construct.kind", self.kind, ("robust", "nonrobust", "drand", "ddet", "dnoise"))
 
     @property
     def inverts(self) -> bool:

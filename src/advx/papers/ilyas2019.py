@@ -3,11 +3,12 @@ Madry; NeurIPS 2019).
 
 Stages: a standard and an L2-robust source model; from them the derived datasets (`advx construct`: D_R from the
 robust model; D_NR, D_rand and D_det from the standard one; D_rand and D_det from the robust one too, Table 2's
-comparison), D_rand and D_det checked by reloading them from disk; standard training on each derived dataset
+comparison; and D_det's leakage control, its labels with class-wise fixed noise of the same norm), D_rand and
+D_det checked by reloading them from disk; standard training on each derived dataset
 with the paper's per-dataset hyperparameters; then clean accuracy,
 L2 PGD robust accuracy (the authors' rule: 20 and 100 steps of 2.5 eps / steps; the weaker of the two results
 counts) and accuracy on the test set relabelled y + 1 for every model. The Gaussian model of Section 4 is
-fitted numerically alongside. Figures: sample images of D, D_R, D_NR, D_rand and D_det side by side, and the
+fitted numerically alongside. Figures: sample images of D, D_R, D_NR, D_rand, D_det and the control, and the
 Gaussian model's covariance and gradient alignment against eps.
 """
 
@@ -81,8 +82,9 @@ class Config(Checked):
     name: str = "ilyas2019"
     # the paper's training of models on derived datasets: SGD, momentum 0.9, weight decay 5e-4, batch 128, and
     lr: dict[str, float] = field(default_factory=lambda: {"robust": 0.1, "nonrobust": 0.1, "drand": 0.01,
-                                                          "ddet": 0.1}, metadata={"bound": Bound(0, open_low=True)})
-    augmented: list[str] = field(default_factory=lambda: ["robust", "nonrobust", "drand"])  # D_det: off
+                                                          "ddet": 0.1, "dnoise": 0.1},
+                                 metadata={"bound": Bound(0, open_low=True)})  # dnoise: trained as D_det
+    augmented: list[str] = field(default_factory=lambda: ["robust", "nonrobust", "drand"])  # D_det, control: off
     gaussian_dim: int = ranged(10, 2)
     gaussian_smallest_std: float = ranged(0.1, 0, 1, open_low=True)  # variances 0.01 to 1: condition number 100
     gaussian_eps: list[float] = non_negative([0.0, 0.1, 0.2, 0.5, 1.0, 2.0])
@@ -96,12 +98,15 @@ SGD = ["optim=sgd", "optim.momentum=0.9", "optim.weight_decay=5e-4", "train.batc
 DERIVED = {"D_R": ("robust", "robust", "robust"), "D_NR": ("nonrobust", "standard", "nonrobust"),
            "D_rand": ("drand", "standard", "drand"), "D_det": ("ddet", "standard", "ddet"),
            "D_rand_robust": ("drand", "robust", "drand_from_robust"),
-           "D_det_robust": ("ddet", "robust", "ddet_from_robust")}
+           "D_det_robust": ("ddet", "robust", "ddet_from_robust"),
+           "D_det_noise": ("dnoise", "standard", "dnoise")}
 ROBUST_BUILT = ("D_rand_robust", "D_det_robust")
+UNATTACKED = (*ROBUST_BUILT, "D_det_noise")  # scored clean and on labels y + 1 only
 ROWS = {"D": "D, standard training", "D_adv": "D, adversarial training", "D_NR": "D_NR (standard training)",
         "D_R": "D_R (standard training)", "D_rand": "D_rand (standard training)",
         "D_det": "D_det (standard training)", "D_rand_robust": "D_rand built from the robust model",
-        "D_det_robust": "D_det built from the robust model"}
+        "D_det_robust": "D_det built from the robust model",
+        "D_det_noise": "D_det's labels, class-wise fixed noise (leakage control)"}
 
 
 def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
@@ -124,6 +129,10 @@ def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
          f"{scale.relabel_step_size:g}", "the paper: eps 0.5, 100 steps of 0.1 (CIFAR-10 pixels)"),
         ("D_rand targets", "uniform over all classes (t = y possible)", "the paper: 'uniformly at random among "
          "classes'"),
+        ("D_det leakage control (added)", f"D_det's labels, each image moved by a fixed random pattern of its new "
+         f"class with L2 norm {scale.relabel_eps:g} (clipped to the box), trained as D_det",
+         "not in the paper; later replications' control: D_det must beat it for its perturbations to carry "
+         "features a model can use on clean data"),
         ("robust accuracy", f"L2 PGD at eps {', '.join(f'{e:g}' for e in scale.eval_eps)}, "
          f"{' and '.join(map(str, scale.eval_steps))} steps of 2.5 eps / steps, no random start; the lower "
          "accuracy counts" + (f"; first {scale.eval_examples} test images" if scale.eval_examples else ""),
@@ -203,7 +212,7 @@ def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, o
                                                        f"optim.lr={paper.lr[kind]}", f"train.epochs={scale.epochs}",
                                                        f"optim.step_every={scale.step_every}",
                                                        f"train.augment={augment}"])
-    results = {name: evaluate_model(stages, name, run_dir, scale, seed, device, attacked=name not in ROBUST_BUILT)
+    results = {name: evaluate_model(stages, name, run_dir, scale, seed, device, attacked=name not in UNATTACKED)
                for name, run_dir in models.items()}
     constructed = {name: _metrics(path) for name, path in derived.items()}
     with section("analysis: Gaussian model (Sec. 4)"):
@@ -296,6 +305,10 @@ def _claims(results: dict[str, dict], constructed: dict[str, dict], reloaded: di
         "ddet_clean_acc": value("D_det", "clean"),
         "drand_minus_ddet": Measurement(results["D_rand"]["clean"] - results["D_det"]["clean"]),
         "ddet_next_label_acc": value("D_det", "next_label", "test set relabelled (y + 1) mod C"),
+        "ddet_minus_noise_control": Measurement(
+            results["D_det"]["clean"] - results["D_det_noise"]["clean"], f"clean test accuracy: D_det "
+            f"{results['D_det']['clean']:.3f}, control {results['D_det_noise']['clean']:.3f} (on labels y+1: "
+            f"{results['D_det']['next_label']:.3f} and {results['D_det_noise']['next_label']:.3f})"),
         "drand_success": Measurement(constructed["D_rand"]["targeted_success_rate"], "the source predicts t"),
         "ddet_success": Measurement(constructed["D_det"]["targeted_success_rate"], "the source predicts t"),
         "reload_success_gap": Measurement(max(gaps), "D_rand and D_det reloaded from dataset.pt, re-scored by the "
@@ -350,7 +363,7 @@ def _plot_samples(standard_run: Path, derived: dict[str, Path], out: Path, data_
     dataset.val_size = 0
     original = load_dataset(dataset, torch.device("cpu")).train
     rows = [("D", *original.batch(torch.arange(count)))]
-    for name in ("D_R", "D_NR", "D_rand", "D_det"):
+    for name in ("D_R", "D_NR", "D_rand", "D_det", "D_det_noise"):
         images, labels, _ = read_derived(derived[name])
         rows.append((name, images[:count], labels[:count]))
     count = min(count, *(len(labels) for _, _, labels in rows))
