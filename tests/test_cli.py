@@ -27,7 +27,7 @@ def test_help_lists_config_groups_and_options(advx):
             in text)
     assert "regime: ddpm, fgsm_adv, mae, noise, pgd_adv, pgd_l2, simclr, standard" in text
     construct_help = " ".join(advx("construct", "--help").output.split())
-    assert "construct: ddet, drand, nonrobust, robust" in construct_help
+    assert "construct: ddet, dnoise, drand, nonrobust, robust" in construct_help
 
 
 def test_train_writes_a_self_describing_run_dir(trained_softmax):

@@ -119,22 +119,24 @@ def attack(ctx: typer.Context) -> None:
 
 @app.command(context_settings=PASS_THROUGH, epilog=_groups_epilog(("construct", "runtime")))
 def construct(ctx: typer.Context, kind: str = typer.Argument(
-        None, help="robust, nonrobust, drand or ddet (omit with resume=DIR)")) -> None:
+        None, help="robust, nonrobust, drand, ddet or dnoise (omit with resume=DIR)")) -> None:
     """Derive a dataset from a trained model (Ilyas et al. 2019): `advx construct robust source=outputs/train/<run>`.
 
     robust / nonrobust invert the source's penultimate representation from a random other training image (a
     robust source gives D_R, a standard one D_NR); drand / ddet relabel targeted L2 PGD examples with their
-    target (random, or y+1). Writes float images, labels and metadata (derived.json: source, parameters, final
-    representation distance or targeted success rate) to a run dir under outputs/construct/; train on it with
-    `advx train dataset=derived dataset.path=<dir>`. Work is saved in chunks: `resume=<dir>` continues a killed
-    construction. Knobs: construct.steps, construct.step_size, construct.eps, construct.num_examples, seed.
+    target (random, or y+1); dnoise is D_det's leakage control (labels y+1, each image moved by a fixed random
+    pattern of its new class, L2 norm construct.eps, no optimisation). Writes float images, labels and metadata
+    (derived.json: source, parameters, final representation distance or targeted success rate) to a run dir
+    under outputs/construct/; train on it with `advx train dataset=derived dataset.path=<dir>`. Work is saved
+    in chunks: `resume=<dir>` continues a killed construction. Knobs: construct.steps, construct.step_size,
+    construct.eps, construct.num_examples, seed.
     """
     args = list(ctx.args)
     if kind and "=" in kind:  # no kind given: the first override landed here
         args.insert(0, kind)
         kind = None
     if kind is None and not any(a.startswith("resume=") for a in args):
-        _report_errors(_raise(AdvxError("name what to construct: advx construct robust|nonrobust|drand|ddet "
+        _report_errors(_raise(AdvxError("name what to construct: advx construct robust|nonrobust|drand|ddet|dnoise "
                                         "source=<run dir> (or continue one with resume=<dir>)")))
     _run("construct", [f"construct={kind}", *args] if kind else args)
 
