@@ -102,6 +102,8 @@ def make_plan(cfg: ConstructConfig, train_labels: torch.Tensor, num_classes: int
         labels = y
     patterns = None
     if cfg.kind == "dnoise":  # drawn after everything else: the other kinds' plans do not move
+        if not image_shape:
+            raise ValueError("construct=dnoise needs the image shape [C, H, W] for its class patterns")
         patterns = torch.randn(num_classes, *image_shape, generator=generator)
         patterns /= patterns.flatten(1).norm(dim=1).view(-1, *([1] * len(image_shape)))
     return Plan(index, start, labels, patterns)
