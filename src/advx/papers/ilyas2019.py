@@ -64,6 +64,7 @@ class Scale(Checked):
     relabel_eps: float = positive(0.5)
     relabel_steps: int = count(100)
     relabel_step_size: float = positive(0.1)
+    relabel_sweep: list[float] = positive([0.5])  # D_det rebuilt at these L2 radii too (step size in proportion)
     robust_relabel: bool = True  # also build D_rand / D_det from the robust model (Table 2's last comparison)
     chunk_size: int = count(500)
     gaussian_samples: int = count(5000)
@@ -126,7 +127,9 @@ def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
         ("representation inversion", f"{scale.invert_steps} normalised L2 steps of {scale.invert_step_size:g}",
          "the paper: 1000 steps of 0.1" + ("" if scale.invert_steps >= 1000 else "; fewer to fit the budget")),
         ("D_rand / D_det attack", f"targeted L2 PGD eps {scale.relabel_eps:g}, {scale.relabel_steps} steps of "
-         f"{scale.relabel_step_size:g}", "the paper: eps 0.5, 100 steps of 0.1 (CIFAR-10 pixels)"),
+         f"{scale.relabel_step_size:g}; D_det also at "
+         f"{', '.join(f'{e:g}' for e in sorted({*scale.relabel_sweep, scale.relabel_eps}))}",
+         "the paper: eps 0.5, 100 steps of 0.1 (CIFAR-10 pixels); the sweep is ours (claim b on this proxy)"),
         ("D_rand targets", "uniform over all classes (t = y possible)", "the paper: 'uniformly at random among "
          "classes'"),
         ("D_det leakage control (added)", f"D_det's labels, each image moved by a fixed random pattern of its new "
@@ -195,7 +198,6 @@ def _training(scale: Scale, seed: int) -> list[str]:
 
 def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, out: Path,
         device: torch.device) -> Outcome:
-    training = _training(scale, seed)
     sources = source_models(stages, scale, data_dir, seed)
     names = [n for n in DERIVED if scale.robust_relabel or n not in ROBUST_BUILT]
     derived = derived_datasets(stages, scale, sources, seed, names)
@@ -206,15 +208,12 @@ def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, o
     models = {"D": sources["standard"], "D_adv": sources["robust"]}
     for name in names:
         kind, _, stage = DERIVED[name]
-        augment = scale.augment if kind in paper.augmented else "none"
-        models[name] = stages.train(f"train_{stage}", ["dataset=derived", f"dataset.path={derived[name]}",
-                                                       f"dataset.data_dir={data_dir}", *training,
-                                                       f"optim.lr={paper.lr[kind]}", f"train.epochs={scale.epochs}",
-                                                       f"optim.step_every={scale.step_every}",
-                                                       f"train.augment={augment}"])
+        models[name] = _train_derived(stages, paper, scale, kind, stage, derived[name], data_dir, seed)
     results = {name: evaluate_model(stages, name, run_dir, scale, seed, device, attacked=name not in UNATTACKED)
                for name, run_dir in models.items()}
     constructed = {name: _metrics(path) for name, path in derived.items()}
+    sweep = _relabel_sweep(stages, paper, scale, sources, data_dir, seed, device, results["D_det"],
+                           constructed["D_det"])
     with section("analysis: Gaussian model (Sec. 4)"):
         gaussian = fit_path(GaussianTask.skewed(paper.gaussian_dim, paper.gaussian_smallest_std, seed),
                             paper.gaussian_eps, scale.gaussian_samples, seed)
@@ -222,18 +221,52 @@ def run(paper: Config, scale: Scale, stages: Stages, data_dir: str, seed: int, o
     measurements = _claims(results, constructed, reloaded, gaussian, scale)
     with section("figures"):
         figures = [_plot_samples(models["D"], derived, out, data_dir), _plot_gaussian(gaussian, out)]
-    return Outcome(measurements, figures, tables=[("Results (the paper's tables, our numbers)",
-                                                   _table(results, scale))])
+    return Outcome(measurements, figures, tables=[
+        ("Results (the paper's tables, our numbers)", _table(results, scale)),
+        ("D_det across relabelling radii (claim b: does any radius give D_det features that work on clean data?)",
+         sweep)])
+
+
+def _train_derived(stages: Stages, paper: Config, scale: Scale, kind: str, stage: str, path: Path, data_dir: str,
+                   seed: int) -> Path:
+    """Standard training on a derived dataset with the paper's hyperparameters for its kind."""
+    augment = scale.augment if kind in paper.augmented else "none"
+    return stages.train(f"train_{stage}", ["dataset=derived", f"dataset.path={path}", f"dataset.data_dir={data_dir}",
+                                           *_training(scale, seed), f"optim.lr={paper.lr[kind]}",
+                                           f"train.epochs={scale.epochs}", f"optim.step_every={scale.step_every}",
+                                           f"train.augment={augment}"])
+
+
+def _relabel_sweep(stages: Stages, paper: Config, scale: Scale, sources: dict[str, Path], data_dir: str, seed: int,
+                   device: torch.device, ddet: dict, ddet_built: dict) -> str:
+    """D_det rebuilt from the standard source at every radius of scale.relabel_sweep (the main radius is D_det
+    itself), each trained as D_det: a markdown table of targeted success, clean accuracy and accuracy on y+1."""
+    lines = ["| L2 radius | targeted success (the source predicts t) | clean acc | acc on labels y+1 |",
+             "|---|---|---|---|"]
+    for eps in sorted({*scale.relabel_sweep, scale.relabel_eps}):
+        if eps == scale.relabel_eps:
+            row, success = ddet, ddet_built["targeted_success_rate"]
+        else:
+            stage = f"ddet_eps{eps:g}"
+            path = _construct(stages, "ddet", "standard", stage, sources, scale, seed, eps=eps)
+            run_dir = _train_derived(stages, paper, scale, "ddet", stage, path, data_dir, seed)
+            row = evaluate_model(stages, f"D_det_eps{eps:g}", run_dir, scale, seed, device, attacked=False)
+            success = _metrics(path)["targeted_success_rate"]
+        lines.append(f"| {eps:g}{' (D_det)' if eps == scale.relabel_eps else ''} | {100 * success:.1f} | "
+                     f"{100 * row['clean']:.2f} | {100 * row['next_label']:.1f} |")
+    return "\n".join(lines)
 
 
 def _construct(stages: Stages, kind: str, source_name: str, stage: str, sources: dict[str, Path],
-               scale: Scale, seed: int) -> Path:
+               scale: Scale, seed: int, eps: float | None = None) -> Path:
+    """`eps`: a relabelling radius other than the scale's (the step size scales with it)."""
     source = sources[source_name]
     if kind in ("robust", "nonrobust"):
         knobs = [f"construct.steps={scale.invert_steps}", f"construct.step_size={scale.invert_step_size}"]
     else:
-        knobs = [f"construct.eps={scale.relabel_eps}", f"construct.steps={scale.relabel_steps}",
-                 f"construct.step_size={scale.relabel_step_size}"]
+        eps = scale.relabel_eps if eps is None else eps
+        knobs = [f"construct.eps={eps}", f"construct.steps={scale.relabel_steps}",
+                 f"construct.step_size={scale.relabel_step_size * eps / scale.relabel_eps:g}"]
     size = [f"construct.num_examples={scale.construct_examples}"] if scale.construct_examples else []
     return stages.construct(f"construct_{stage}", [f"construct={kind}", f"source={source}", *knobs, *size,
                                                    f"construct.chunk_size={scale.chunk_size}", f"seed={seed}"])
