@@ -36,12 +36,13 @@ class ImageFiles:
     folder: str  # torchvision's layout under data_dir
     shape: tuple[int, int, int]  # one image [C, H, W]
     torchvision_class: str
+    idx: bool = True  # the four IDX files (uint8 tensors); False: CIFAR's pickled python batches (numpy HWC)
 
 
 IMAGE_DATASETS = {  # the names are dataset.name's; schema.DATASET_CLASSES holds their label counts
     "mnist": ImageFiles("MNIST", "MNIST/raw", (1, 28, 28), "MNIST"),
     "fashion_mnist": ImageFiles("Fashion-MNIST", "FashionMNIST/raw", (1, 28, 28), "FashionMNIST"),
-    "cifar10": ImageFiles("CIFAR-10", "cifar-10-batches-py", (3, 32, 32), "CIFAR10"),
+    "cifar10": ImageFiles("CIFAR-10", "cifar-10-batches-py", (3, 32, 32), "CIFAR10", idx=False),
 }
 
 
@@ -237,9 +238,9 @@ def dataset_files(name: str, data_dir: str | Path) -> list[Path]:
     if name not in IMAGE_DATASETS:
         return []
     folder = Path(data_dir) / IMAGE_DATASETS[name].folder
-    if name == "cifar10":
-        return sorted(folder.glob("*_batch*")) if _is_dir(folder) else [folder / "data_batch_1"]
-    return [folder / file for file in IDX_FILES]
+    if IMAGE_DATASETS[name].idx:
+        return [folder / file for file in IDX_FILES]
+    return sorted(folder.glob("*_batch*")) if _is_dir(folder) else [folder / "data_batch_1"]
 
 
 def _require_files(name: str, root: Path, download: bool) -> None:
@@ -247,10 +248,10 @@ def _require_files(name: str, root: Path, download: bool) -> None:
     (or will be downloaded)."""
     source = IMAGE_DATASETS[name]
     folder = root / source.folder
-    if name == "cifar10":
-        missing = "" if _is_dir(folder) else "the python batches"
-    else:
+    if source.idx:
         missing = ", ".join(path.name for path in dataset_files(name, root) if not _is_file(path))
+    else:
+        missing = "" if _is_dir(folder) else "the python batches"
     if missing and not download:
         raise DataError(
             f"{source.title} not found: expected {missing} in {shown(folder.absolute())}. Point dataset.data_dir=... "
@@ -285,9 +286,9 @@ def _read_images(name: str, root: Path, download: bool) -> list[tuple[torch.Tens
     except (RuntimeError, OSError, ValueError, EOFError) as error:
         raise DataError(f"cannot read {source.title} from {shown((root / source.folder).absolute())}: "
                         f"{first_line(error)}; the files are damaged or incomplete, copy them again") from None
-    if name == "cifar10":  # numpy HWC images and list labels
-        return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
-    return [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in splits]
+    if source.idx:  # uint8 [N, H, W] tensors
+        return [(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in splits]
+    return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in splits]
 
 
 def synthetic(shape: str, num_classes: int, train_size: int, test_size: int):
