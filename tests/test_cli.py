@@ -136,3 +136,16 @@ def test_report_of_a_single_run(advx, trained_softmax):
     result = advx("report", str(trained_softmax))
     assert result.exit_code == 0, result.output
     assert "test_error" in result.stdout
+
+
+def test_attack_on_the_validation_split(advx, workdir, trained_softmax):
+    run_dir = workdir / "held_out"
+    result = advx("train", *TINY, "dataset.val_size=64", "model=softmax", "train.epochs=2", f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    out = workdir / "val_attack"
+    result = advx("attack", f"run={run_dir}", "split=val", "attack.eps=[0]", "runtime.progress=false",
+                  f"hydra.run.dir={out}")
+    assert result.exit_code == 0, result.output
+    assert metrics(out)["clean_error"] == pytest.approx(metrics(run_dir)["val_error"])  # the held-out 64 examples
+    refused = advx("attack", f"run={trained_softmax}", "split=val", "runtime.progress=false")
+    assert refused.exit_code == 2 and "split=val needs a run trained with dataset.val_size > 0" in refused.output

@@ -222,13 +222,15 @@ def test_ilyas2019_smoke_pipeline_builds_the_four_datasets_and_reports_every_cla
     assert "| D_R (standard training) |" in markdown and "| D_det built from the robust model |" in markdown
     assert "| D_det's labels, class-wise fixed noise (leakage control) |" in markdown
     assert "| 2 (D_det) |" in markdown and "| 3 |" in markdown  # the relabelling-radius sweep's rows
+    assert "| 10 |" in markdown and "| 20 (D_R's step count) |" in markdown  # D_R's inversion at more steps
+    assert by_id["dr_robust_gain_small"]["measured"] is not None  # claim (a) at both radii
     control = by_id["ddet_minus_noise_control"]  # D_det against the same labels moved by structureless noise
     assert control["measured"] == pytest.approx(by_id["ddet_clean_acc"]["measured"] - float(
         control["note"].split("control ")[1].split(" ")[0]), abs=1e-3)
     names = {s["name"] for s in report["stages"]}
     assert {"source_standard", "source_robust", "construct_robust", "construct_nonrobust", "construct_drand",
             "construct_ddet", "construct_ddet_from_robust", "construct_dnoise", "train_dnoise", "train_ddet",
-            "construct_ddet_eps3", "train_ddet_eps3",
+            "construct_ddet_eps3", "train_ddet_eps3", "construct_robust_10steps", "construct_robust_20steps",
             "reload_ddet", "pgd10_D_R"} <= names
 
     again = advx("reproduce", "ilyas2019", *SMOKE, f"hydra.run.dir={out}")

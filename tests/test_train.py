@@ -147,3 +147,19 @@ def test_fit_refuses_to_clip_data_without_a_box():
         fit(model, tiny_dataset(boxed=False), regime=RegimeConfig(name="pgd_adv", eps=0.1), **kwargs)
     state = fit(model, tiny_dataset(boxed=False), regime=RegimeConfig(name="pgd_adv", eps=0.1, clip=False), **kwargs)
     assert state.epoch == 0
+
+
+def test_eps_warm_up_trains_the_first_epochs_at_a_fraction_of_eps():
+    def trained_weights(**regime) -> torch.Tensor:
+        generator = seed_everything(0)
+        model = build_model("relu_mlp", (1, 4, 4), 3, [0.5], [0.25], width=8, depth=1)
+        fit(model, tiny_dataset(), optim=OptimConfig(name="sgd", lr=0.1),
+            regime=RegimeConfig(name="pgd_adv", alpha=0.0, norm="l2", steps=2, **regime),
+            loop=LoopConfig(epochs=1, batch_size=16), runtime=CPU, generator=generator)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    full = trained_weights(eps=0.9, step_size=0.3)
+    third = trained_weights(eps=0.3, step_size=0.1)
+    assert torch.equal(trained_weights(eps=0.9, step_size=0.3, eps_warmup_epochs=3), third)  # epoch 1 of 3
+    assert torch.equal(trained_weights(eps=0.9, step_size=0.3, eps_warmup_epochs=1), full)  # a one-epoch ramp ends
+    assert not torch.equal(full, third)

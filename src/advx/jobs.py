@@ -154,9 +154,13 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: boo
     dataset_cfg = trained_dataset(run, typed.data_dir)
     if typed.derived:
         dataset_cfg = DatasetConfig(name="derived", path=typed.derived, data_dir=dataset_cfg.data_dir)
-    dataset_cfg.val_size = 0  # evaluate on the whole split
+    if typed.split == "val" and (typed.derived or not dataset_cfg.val_size):
+        raise ConfigError(f"split=val needs a run trained with dataset.val_size > 0 (and no derived=): {run} has "
+                          f"no validation split")
+    if typed.split != "val":
+        dataset_cfg.val_size = 0  # evaluate on the whole split
     data = load_dataset(dataset_cfg, runtime.device)
-    split = data.test if typed.split == "test" else data.train
+    split = {"test": data.test, "train": data.train, "val": data.val}[typed.split]
     if typed.num_examples is not None and typed.num_examples > len(split):
         raise ConfigError(f"num_examples={typed.num_examples} exceeds the {len(split)} {typed.split} examples; use "
                           f"null for all")

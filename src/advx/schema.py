@@ -397,6 +397,9 @@ class RegimeConfig(Checked):
     steps: int = count(1)
     step_size: float | None = positive(None)
     random_start: bool = False
+    # eps warm-up (a standard remedy when PGD training stalls at chance): epoch e < N of training uses
+    # eps * (e + 1) / N, the step size in proportion; 0: the full eps from the first epoch
+    eps_warmup_epochs: int = non_negative(0)
     noise: str = "sign"  # noise regime: sign (x + eps*sign(N)) | uniform (x + U(-eps, eps))
     clip: bool | None = None  # None: the regime attack's default (attacks.default_clip): pgd_adv clips, others not
     # simclr (Chen et al. 2020)
@@ -485,7 +488,7 @@ class AttackTaskConfig(Checked):
     source: str | None = None  # run dir of the model that crafts the examples (transfer); None: `run`
     attack: AttackConfig = MISSING
     runtime: RuntimeConfig = MISSING
-    split: str = "test"  # test | train
+    split: str = "test"  # test | train | val (the held-out end of the training set the run was trained with)
     num_examples: int | None = count(None)  # first N examples of the split (None: all)
     data_dir: str | None = None  # where the dataset is now, if not where the run was trained
     derived: str | None = None  # evaluate on this derived dataset (an `advx construct` dir) instead of the run's own
@@ -493,7 +496,7 @@ class AttackTaskConfig(Checked):
 
     def validate(self) -> None:
         _check_seed(self.seed)
-        _check_choice("split", self.split, ("test", "train"))
+        _check_choice("split", self.split, ("test", "train", "val"))
 
 
 @dataclass

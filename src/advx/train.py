@@ -6,6 +6,7 @@ minibatch x, y):
 - fgsm_adv: alpha * J(x, y) + (1 - alpha) * J(x + eps * sign(grad_x J), y), the FGSM examples regenerated
   from the current parameters every minibatch, no gradient through sign() (Goodfellow et al. 2015, Sec. 6).
 - pgd_adv: the same mix with PGD examples; alpha = 0 is Madry et al. (2018) and Ilyas et al.'s L2 recipe.
+  `regime.eps_warmup_epochs` ramps eps (and the step size) up linearly over the first epochs.
 - noise: the same mix with sign or uniform noise of size eps instead (Goodfellow 2015's controls).
 The perturbed inputs come from the same `attacks.Attack` that evaluation uses (`regime_attack`), crafted in
 eval mode and detached. The self-supervised regimes (simclr, mae, ddpm: advx.pretext) train `features` and
@@ -21,6 +22,7 @@ The full training state is saved after every epoch, so a killed run loses at mos
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -80,6 +82,16 @@ def regime_attack(regime: RegimeConfig, name: str | None = None) -> Attack:
         name = f"{regime.noise}_noise" if regime.name == "noise" else REGIME_ATTACKS[regime.name]
     return Attack(name=name, eps=regime.eps, norm=regime.norm, steps=regime.steps, step_size=regime.step_size,
                   random_start=regime.random_start, clip=regime.clip)
+
+
+def regime_at_epoch(regime: RegimeConfig, epoch: int) -> RegimeConfig:
+    """The regime of 0-based `epoch`: during the eps warm-up (regime.eps_warmup_epochs = N > 0, epochs 0 to
+    N - 1) eps and the step size are scaled by (epoch + 1) / N; afterwards, and without a warm-up, `regime`."""
+    if epoch >= regime.eps_warmup_epochs:
+        return regime
+    scale = (epoch + 1) / regime.eps_warmup_epochs
+    return dataclasses.replace(regime, eps=regime.eps * scale,
+                               step_size=None if regime.step_size is None else regime.step_size * scale)
 
 
 def trains_on_clean(regime: RegimeConfig) -> bool:
@@ -205,6 +217,9 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
             group["lr"] = learning_rate(optim, epoch, loop.epochs)
             if optim.name == "sgd":
                 group["momentum"] = momentum(optim, epoch, loop.epochs)
+        epoch_regime = regime_at_epoch(regime, epoch)
+        if epoch_regime is not regime:
+            log.info("eps warm-up: epoch %d trains at eps %.4g", epoch + 1, epoch_regime.eps)
         started = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=runtime.device)
@@ -213,7 +228,7 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
         for x, y in batches:
             x = augment(x, loop.augment, loop.crop_padding, generator)
             with runtime.autocast():
-                loss, logits = regime_loss(net, x, y, regime, model.output, generator)
+                loss, logits = regime_loss(net, x, y, epoch_regime, model.output, generator)
                 if optim.l1_first_layer:
                     loss = loss + optim.l1_first_layer * model.first_weight().abs().sum()
             optimizer.zero_grad(set_to_none=True)

@@ -94,8 +94,9 @@ def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
          "a deterministic loss to attack and to score"),
     ]
     if scale_name == "cpu":
-        rows.append(("data", "MNIST and ilyas2019's cpu-scale D_R / D_NR (the first 6000 training images); "
-                     "small encoders (a CNN, a ViT of patch 4, a UNet)", "CIFAR-10 is not on these machines"))
+        rows.append(("data", "ilyas2019's cpu-scale data (Fashion-MNIST since 2026-12-07, MNIST before) and its "
+                     "D_R / D_NR (the first 6000 training images); small encoders (a CNN, a ViT of patch 4, a UNet)",
+                     "CIFAR-10 is not on these machines; one dataset for both papers, so they share stages"))
     if scale_name == "smoke":
         rows.append(("data", "synthetic MNIST-shaped data, tiny encoders", "scale=smoke checks the pipeline"))
     return rows
