@@ -295,7 +295,7 @@ def _inversion_check(stages: Stages, scale: Scale, sources: dict[str, Path], see
     distance reached, relative to ||g(x)||. Empty when the check is off."""
     if not scale.invert_check_examples:
         return ""
-    lines = ["| inversion steps | mean relative distance ||g(z) - g(x)|| / ||g(x)|| |", "|---|---|"]
+    lines = [r"| inversion steps | mean relative distance \|\|g(z) - g(x)\|\| / \|\|g(x)\|\| |", "|---|---|"]
     for steps in scale.invert_check_steps:
         path = _construct(stages, "robust", "robust", f"robust_{steps}steps", sources, scale, seed, steps=steps,
                           examples=scale.invert_check_examples)
