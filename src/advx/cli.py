@@ -112,7 +112,9 @@ def attack(ctx: typer.Context) -> None:
     """Attack a trained model: `advx attack run=outputs/train/<run> attack=fgsm attack.eps=[0.1,0.25]`.
 
     Reports clean error, adversarial error and mean confidence (overall and on misclassified examples) on the
-    test set for every eps. `source=<run dir>` crafts the examples on another model (transfer).
+    test set for every eps. `source=<run dir>` crafts the examples on another model (transfer). `split=val`
+    attacks the held-out images of a run trained with dataset.val_size > 0 (choose recipes there, not on the
+    test set); `split=train`, `num_examples=N` (the first N).
     """
     _run("attack", ctx.args)
 
