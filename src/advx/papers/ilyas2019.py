@@ -74,6 +74,12 @@ class Scale(Checked):
     chunk_size: int = count(500)
     gaussian_samples: int = count(5000)
 
+    @property
+    def robust_length(self) -> tuple[int, int]:
+        """The robust source's epochs and lr-step interval (the standard source's where not set apart)."""
+        return (self.robust_source_epochs or self.source_epochs,
+                self.robust_source_step_every or self.source_step_every)
+
     def validate(self) -> None:
         _check_choice("dataset", self.dataset, ("cifar10", "mnist", "fashion_mnist", "synthetic"))
         _check(len(self.eval_eps) == len(self.eval_steps),
@@ -117,7 +123,7 @@ ROWS = {"D": "D, standard training", "D_adv": "D, adversarial training", "D_NR":
 
 def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
     """Every choice the paper does not state, or that this scale changes, with the reason."""
-    robust_epochs = scale.robust_source_epochs or scale.source_epochs
+    robust_epochs, robust_step_every = scale.robust_length
     warmup = (f", eps ramped up over the first {scale.robust_warmup_epochs} epochs" if scale.robust_warmup_epochs
               else "")
     rows = [
@@ -128,8 +134,7 @@ def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
          else "the paper's recipe (alpha 0)" + ("; the warm-up is the standard remedy for PGD training that stalls "
                                                 "at chance" if warmup else "")),
         ("training length", f"standard source {scale.source_epochs} epochs (lr x0.1 every "
-         f"{scale.source_step_every}), robust source {robust_epochs} (lr x0.1 every "
-         f"{scale.robust_source_step_every or scale.source_step_every}), "
+         f"{scale.source_step_every}), robust source {robust_epochs} (lr x0.1 every {robust_step_every}), "
          f"derived-dataset models {scale.epochs} (lr x0.1 every {scale.step_every})",
          "not published; the robustness library's default is 150 epochs with lr x0.1 every 50"
          + ("" if scale.epochs >= 150 else "; shortened to fit the CPU budget")),
@@ -202,8 +207,8 @@ def source_models(stages: Stages, scale: Scale, data_dir: str, seed: int) -> dic
     """The standard and the L2-robust source models' run dirs (stages shared with li2023, which reuses them)."""
     source_training = [*natural_data(scale, data_dir), *_training(scale, seed), "optim.lr=0.1",
                        f"train.augment={scale.augment}"]
-    robust_length = [f"train.epochs={scale.robust_source_epochs or scale.source_epochs}",
-                     f"optim.step_every={scale.robust_source_step_every or scale.source_step_every}"]
+    robust_epochs, robust_step_every = scale.robust_length
+    robust_length = [f"train.epochs={robust_epochs}", f"optim.step_every={robust_step_every}"]
     warmup = [f"regime.eps_warmup_epochs={scale.robust_warmup_epochs}"] if scale.robust_warmup_epochs else []
     return {
         "standard": stages.train("source_standard", [*source_training, f"train.epochs={scale.source_epochs}",
