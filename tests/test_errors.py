@@ -112,7 +112,7 @@ def test_unknown_command_for_config(advx):
         ("train", ["optim.lr=nan"], "optim.lr must be > 0, got nan"),
         ("train", ["attack=fgsm", "attack.eps=inf"], "attack.eps must be >= 0, got inf"),
         ("train", ["optim.betas=[2,0.9]"], "optim.betas must be in [0, 1)"),
-        ("train", ["optim.momentum_epochs=0"], "optim.momentum_epochs must be >= 1"),
+        ("train", ["optim.saturate_epochs=0"], "optim.saturate_epochs must be >= 1"),
         ("train", ["dataset.val_size=-1"], "dataset.val_size must be >= 0"),
         ("attack", ["run=x", "attack.batch_size=0"], "attack.batch_size must be >= 1"),
         ("attack", ["run=x", "num_examples=0"], "num_examples must be >= 1"),

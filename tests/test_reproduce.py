@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -36,6 +37,9 @@ def test_goodfellow2015_smoke_reports_no_verdicts_and_reruns_exactly_what_change
     # synthetic data: every measured claim is left unjudged, every unmeasured one says why
     assert {c["status"] for c in report["claims"] if c["measured"] is not None} == {"inconclusive"}
     assert by_id["large_clean_error"]["status"] == "not_run" and "scale=paper" in by_id["large_clean_error"]["note"]
+    # early stopping on the validation split keeps each model's best epoch, by the recipe's criterion
+    assert re.match(r"kept epoch [12] of [12] \(lowest val_error\);", by_id["maxout_clean_error"]["note"])
+    assert re.match(r"kept epoch [12] of [12] \(lowest val_adv_error\);", by_id["adv_clean_error"]["note"])
     # checks are judged at every scale and counted apart: FGSM on a linear model is the closed form
     assert [c["id"] for c in report["checks"]] == ["logistic_closed_form_gap"]
     assert report["checks"][0]["status"] == "reproduced" and report["counts"]["checks"]["reproduced"] == 1

@@ -4,6 +4,7 @@ perturbation, the regime's perturbation is the evaluation's `Attack`, and clippi
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -163,3 +164,31 @@ def test_eps_warm_up_trains_the_first_epochs_at_a_fraction_of_eps():
     assert torch.equal(trained_weights(eps=0.9, step_size=0.3, eps_warmup_epochs=3), third)  # epoch 1 of 3
     assert torch.equal(trained_weights(eps=0.9, step_size=0.3, eps_warmup_epochs=1), full)  # a one-epoch ramp ends
     assert not torch.equal(full, third)
+
+
+def test_the_lr_decay_saturates_at_its_epoch_not_at_the_run_s_end():
+    """pylearn2's maxout recipe: lr decays linearly to 0.05x by epoch 250 (`optim.saturate_epochs`) whatever the
+    run's length; without the key the decay is compressed to the run, ending at 0.05x on its last epoch."""
+    def recorded_lr(**optim) -> list[float]:
+        model = build_model("softmax", (1, 4, 4), 3, [0.5], [0.25])
+        state = fit(model, tiny_dataset(), optim=OptimConfig(name="sgd", lr=0.1, schedule="linear",
+                                                             lr_final_factor=0.05, **optim),
+                    regime=RegimeConfig(name="standard"), loop=LoopConfig(epochs=3, batch_size=16), runtime=CPU,
+                    generator=seed_everything(0))
+        return [row["lr"] for row in state.history]
+
+    assert recorded_lr() == pytest.approx([0.1, 0.0525, 0.005])
+    assert recorded_lr(saturate_epochs=250) == pytest.approx([0.1 * (1 - 0.95 * e / 249) for e in range(3)])
+    assert recorded_lr(saturate_epochs=2) == pytest.approx([0.1, 0.005, 0.005])
+
+
+def test_with_a_validation_split_the_epochs_record_no_test_error():
+    """Early stopping and any recipe choice see validation error only; the test set is scored once, by the caller."""
+    data = tiny_dataset()
+    held_out = dataclasses.replace(data, train=Split(data.train.images[:24], data.train.labels[:24], True),
+                                   val=Split(data.train.images[24:], data.train.labels[24:], True))
+    for dataset, recorded, absent in ((data, "test_error", "val_error"), (held_out, "val_error", "test_error")):
+        model = build_model("softmax", (1, 4, 4), 3, [0.5], [0.25])
+        state = fit(model, dataset, optim=OptimConfig(name="sgd", lr=0.1), regime=RegimeConfig(name="standard"),
+                    loop=LoopConfig(epochs=2, batch_size=8, patience=1), runtime=CPU, generator=seed_everything(0))
+        assert all(recorded in row and absent not in row for row in state.history)

@@ -317,8 +317,10 @@ class OptimConfig(Checked):
     name: str = MISSING  # sgd | adam
     lr: float = positive(0.1)
     momentum: float = ranged(0.0, 0, 1, open_high=True)
-    momentum_final: float | None = ranged(None, 0, 1, open_high=True)  # ramp from `momentum` over momentum_epochs
-    momentum_epochs: int | None = count(None)  # None: over the whole run
+    momentum_final: float | None = ranged(None, 0, 1, open_high=True)  # ramp from `momentum` up to saturate_epochs
+    # epoch at which the linear/cosine lr decay and the momentum ramp reach their final values and stay (pylearn2's
+    # `saturate`: 250 in the maxout recipe); None: the run's last epoch, i.e. the ramps are compressed to the run
+    saturate_epochs: int | None = count(None)
     nesterov: bool = False
     betas: list[float] = ranged([0.9, 0.999], 0, 1, open_high=True)
     weight_decay: float = non_negative(0.0)

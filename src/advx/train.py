@@ -52,9 +52,16 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
                            weight_decay=cfg.weight_decay)
 
 
+def ramp_progress(cfg: OptimConfig, epoch: int, epochs: int) -> float:
+    """How far 0-based `epoch` is along the lr decay and momentum ramp, in [0, 1]: they saturate at epoch
+    `cfg.saturate_epochs` (1-based; pylearn2's LinearDecayOverEpoch / MomentumAdjustor), or at the run's last."""
+    saturate = cfg.saturate_epochs or epochs
+    return min(1.0, epoch / max(saturate - 1, 1))
+
+
 def learning_rate(cfg: OptimConfig, epoch: int, epochs: int) -> float:
     """The learning rate for a 0-based epoch of `epochs`."""
-    progress = epoch / max(epochs - 1, 1)
+    progress = ramp_progress(cfg, epoch, epochs)
     if cfg.schedule == "linear":
         return cfg.lr * (1 - (1 - cfg.lr_final_factor) * progress)
     if cfg.schedule == "cosine":
@@ -68,8 +75,7 @@ def momentum(cfg: OptimConfig, epoch: int, epochs: int) -> float:
     """Momentum ramped linearly from `momentum` to `momentum_final` (pylearn2's MomentumAdjustor)."""
     if cfg.momentum_final is None:
         return cfg.momentum
-    ramp = cfg.momentum_epochs or epochs
-    return cfg.momentum + (cfg.momentum_final - cfg.momentum) * min(1.0, epoch / max(ramp - 1, 1))
+    return cfg.momentum + (cfg.momentum_final - cfg.momentum) * ramp_progress(cfg, epoch, epochs)
 
 
 REGIME_ATTACKS = {"standard": "none", "fgsm_adv": "fgsm", "pgd_adv": "pgd"}  # noise: sign_noise | uniform_noise
@@ -193,9 +199,11 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
     """Train `model` (already on the device) in place; returns the final state with the per-epoch history.
 
     With a validation split, `loop.patience > 0` stops after that many epochs without improvement of
-    `loop.early_stop_on` and restores the best weights. A self-supervised regime (advx.pretext) records only
-    train_loss per epoch: no validation or test error of its untrained head. If `state_path` holds a saved state,
-    training continues from it; the state is rewritten after every epoch.
+    `loop.early_stop_on` and restores the best weights; the per-epoch rows then hold validation error and no test
+    error (nothing chosen during training can have looked at the test set; the caller scores it once at the end).
+    A self-supervised regime (advx.pretext) records only train_loss per epoch: no validation or test error of its
+    untrained head. If `state_path` holds a saved state, training continues from it; the state is rewritten after
+    every epoch.
     """
     require_box(regime.clip, data.train, "regime.clip")  # GCN+ZCA and spheres have no [0, 1] box to clip to
     net = runtime.prepare(model)  # the module to call (compiled when asked); `model` keeps the parameters
@@ -251,7 +259,7 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
                 fgsm_at_eps = regime_attack(regime, "fgsm")
                 row["val_adv_error"] = attack_metrics(net, data.val, fgsm_at_eps, runtime,
                                                       batch_size=loop.eval_batch_size)["adv_error"]
-        if not self_supervised:
+        if not self_supervised and data.val is None:  # with a validation split no choice may look at the test set
             row["test_error"] = error_rate(net, data.test, runtime, loop.eval_batch_size)
         row["seconds"] = time.perf_counter() - started
         state.history.append(row)
@@ -261,7 +269,7 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
             save_torch(state_path, state.to_dict(model, optimizer, scaler, generator))
         shown = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
         log.info("epoch %d/%d  %s  (%.1fs)", epoch + 1, loop.epochs, shown, row["seconds"])
-        shown_key = "train_loss" if self_supervised else "test_error"
+        shown_key = "train_loss" if self_supervised else "test_error" if data.val is None else "val_error"
         bars.advance(epochs_task, info=f"{shown_key}={row[shown_key]:.4f}")
         if on_epoch is not None:
             on_epoch(state.history)
