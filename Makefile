@@ -30,7 +30,7 @@ test-slow: install  ## run the slow tests too (real MNIST)
 lint: install  ## ruff over src and tests
 	$(VENV)/bin/ruff check src tests
 
-main: install  ## the main job: reproduce Goodfellow et al. 2015 on MNIST (scale=cpu, about 24 min)
+main: install  ## the main job: reproduce Goodfellow et al. 2015 on MNIST (scale=cpu, about 14 min)
 	$(ADVX) reproduce goodfellow2015 scale=cpu
 
 ilyas: install  ## reproduce Ilyas et al. 2019 on Fashion-MNIST: D_R, D_NR, D_rand, D_det (scale=cpu, about 36 min)
