@@ -54,3 +54,24 @@ def test_fgsm_on_logistic_regression_shrinks_the_margin_by_eps_l1(monkeypatch):
     shift = 0.25 * w.abs().sum()
     expected = torch.where(y == 1, z - shift, z + shift)
     assert torch.allclose(z_adv, expected, atol=1e-4)
+
+
+def test_the_cpu_runtime_lays_out_only_stride_one_convolutional_models_channels_last():
+    """Runtime.prepare: the CNN goes channels-last on the CPU (faster there) and computes the same logits and input
+    gradients; a ResNet, whose strided 1x1 shortcuts corrupt the heap in that layout on the CPU, keeps its own."""
+    from advx.runtime import Runtime
+
+    cpu = Runtime(torch.device("cpu"), "fp32", False, False)
+    torch.manual_seed(0)
+    cnn = build_model("cnn", (1, 28, 28), 10, [0.5], [0.25], channels=[4, 8], hidden=16).eval()
+    x = torch.rand(5, 1, 28, 28, requires_grad=True)
+    logits = cnn(x)
+    (grad,) = torch.autograd.grad(logits.sum(), x)
+    prepared = cpu.prepare(cnn)
+    assert prepared.features[4].weight.is_contiguous(memory_format=torch.channels_last)
+    x2 = x.detach().clone().requires_grad_(True)
+    logits2 = prepared(x2)
+    (grad2,) = torch.autograd.grad(logits2.sum(), x2)
+    assert torch.allclose(logits, logits2, atol=1e-5) and torch.allclose(grad, grad2, atol=1e-5)
+    resnet = cpu.prepare(build_model("resnet", (3, 32, 32), 10, [0.5] * 3, [0.25] * 3, width=4))
+    assert all(m.weight.is_contiguous() for m in resnet.modules() if isinstance(m, torch.nn.Conv2d))
