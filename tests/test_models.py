@@ -56,22 +56,28 @@ def test_fgsm_on_logistic_regression_shrinks_the_margin_by_eps_l1(monkeypatch):
     assert torch.allclose(z_adv, expected, atol=1e-4)
 
 
-def test_the_cpu_runtime_lays_out_only_stride_one_convolutional_models_channels_last():
-    """Runtime.prepare: the CNN goes channels-last on the CPU (faster there) and computes the same logits and input
-    gradients; a ResNet, whose strided 1x1 shortcuts corrupt the heap in that layout on the CPU, keeps its own."""
+def test_channels_last_on_the_cpu_only_when_asked_and_only_for_stride_one_convolutions():
+    """runtime.channels_last=always: the CNN goes channels-last on the CPU (faster there) with the same logits and
+    input gradients; a ResNet, whose strided 1x1 shortcuts corrupt the heap in that layout on the CPU, keeps its
+    own; and by default (auto) the CPU keeps the default layout for every model."""
     from advx.runtime import Runtime
 
-    cpu = Runtime(torch.device("cpu"), "fp32", False, False)
-    torch.manual_seed(0)
-    cnn = build_model("cnn", (1, 28, 28), 10, [0.5], [0.25], channels=[4, 8], hidden=16).eval()
-    x = torch.rand(5, 1, 28, 28, requires_grad=True)
-    logits = cnn(x)
-    (grad,) = torch.autograd.grad(logits.sum(), x)
-    prepared = cpu.prepare(cnn)
-    assert prepared.features[4].weight.is_contiguous(memory_format=torch.channels_last)
-    x2 = x.detach().clone().requires_grad_(True)
-    logits2 = prepared(x2)
-    (grad2,) = torch.autograd.grad(logits2.sum(), x2)
-    assert torch.allclose(logits, logits2, atol=1e-5) and torch.allclose(grad, grad2, atol=1e-5)
-    resnet = cpu.prepare(build_model("resnet", (3, 32, 32), 10, [0.5] * 3, [0.25] * 3, width=4))
+    def laid_out_channels_last(model: torch.nn.Module) -> bool:
+        return model.features[4].weight.is_contiguous(memory_format=torch.channels_last)  # the 4 -> 8 convolution
+
+    def cnn() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model("cnn", (1, 28, 28), 10, [0.5], [0.25], channels=[4, 8], hidden=16).eval()
+
+    always = Runtime(torch.device("cpu"), "fp32", False, False, channels_last="always")
+    assert not laid_out_channels_last(Runtime(torch.device("cpu"), "fp32", False, False).prepare(cnn()))
+    reference, prepared = cnn(), always.prepare(cnn())
+    assert laid_out_channels_last(prepared)
+    gradients = []
+    for model in (reference, prepared):
+        x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        logits = model(x)
+        gradients.append((logits.detach(), *torch.autograd.grad(logits.sum(), x)))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*gradients, strict=True))
+    resnet = always.prepare(build_model("resnet", (3, 32, 32), 10, [0.5] * 3, [0.25] * 3, width=4))
     assert all(m.weight.is_contiguous() for m in resnet.modules() if isinstance(m, torch.nn.Conv2d))

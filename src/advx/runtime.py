@@ -40,10 +40,11 @@ class Runtime:
     precision: str  # fp32 | bf16 | fp16
     compile: bool
     progress: bool
+    channels_last: str = "auto"  # auto (CUDA only) | always (the CPU too, where safe) | never
 
     @classmethod
     def from_config(cls, device: str = "auto", precision: str = "auto", compile: bool = False,
-                    deterministic: bool = False, progress: bool = True) -> Runtime:
+                    deterministic: bool = False, progress: bool = True, channels_last: str = "auto") -> Runtime:
         device = resolve_device(device)
         if precision == "auto":
             precision = "bf16" if device == "cuda" else "fp32"
@@ -54,7 +55,7 @@ class Runtime:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        return cls(torch.device(device), precision, compile, progress)
+        return cls(torch.device(device), precision, compile, progress, channels_last)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context for forward passes (a no-op in fp32)."""
@@ -64,23 +65,26 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move the model to the device, in the channels-last layout where it is safe and faster, and compile it
+        """Move the model to the device (channels-last when `channels_last` asks and it is safe) and compile it
         when asked. Returns the module to call.
 
-        Channels-last: on CUDA for every convolutional model (cuDNN's bf16 convolutions prefer it); on the CPU only
-        when every convolution has stride 1 (`channels_last_is_safe_on_cpu`). There it makes the cpu-scale CNN's
-        input-gradient and training steps 1.25-1.45x faster (oneDNN's max pooling in the default layout is a third
-        of the step), but a strided 1x1 convolution with few channels (a ResNet shortcut of width 4 or 8) corrupts
-        the heap in its backward pass (torch 2.14.1, found under MALLOC_CHECK_=3), so ResNets, ViTs and UNets keep
-        the default layout on the CPU.
+        Channels-last: by default (auto) on CUDA for every convolutional model (cuDNN's bf16 convolutions prefer
+        it). With `always`, on the CPU too, but only when every convolution has stride 1
+        (`channels_last_is_safe_on_cpu`): there it makes the cpu-scale CNN's input-gradient and training steps
+        1.25-1.45x faster (max pooling in the default layout is a third of the step), while a strided 1x1
+        convolution with few channels (a ResNet shortcut of width 4 or 8) corrupts the heap in its backward pass
+        (torch 2.14.1, bisected under MALLOC_CHECK_=3). It is not the CPU default because its rounding differs
+        (1e-7 relative), and the ilyas2019 cpu robust source, trained in it, collapsed to chance at epoch 4 where
+        the default layout's run did not: that recipe sits at the edge of stability (experiments/ilyas2019).
 
         Compiling starts from a fresh Dynamo state: its caches are per function and every advx model runs
         `Classifier.forward`, so the models compiled before in this process (a reproduction's stages, a sweep's
         jobs) would use up its recompile limit (8 graphs), past which Dynamo runs the function eagerly."""
         model = model.to(self.device)
         convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-        if convolutions and (self.device.type == "cuda" or
-                             (self.device.type == "cpu" and channels_last_is_safe_on_cpu(model))):
+        wanted = self.channels_last == "always" or (self.channels_last == "auto" and self.device.type == "cuda")
+        if convolutions and wanted and (self.device.type == "cuda" or
+                                        (self.device.type == "cpu" and channels_last_is_safe_on_cpu(model))):
             model = model.to(memory_format=torch.channels_last)
         if not self.compile:
             return model
