@@ -81,10 +81,9 @@ class Runtime:
         `Classifier.forward`, so the models compiled before in this process (a reproduction's stages, a sweep's
         jobs) would use up its recompile limit (8 graphs), past which Dynamo runs the function eagerly."""
         model = model.to(self.device)
-        convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
         wanted = self.channels_last == "always" or (self.channels_last == "auto" and self.device.type == "cuda")
-        if convolutions and wanted and (self.device.type == "cuda" or
-                                        (self.device.type == "cpu" and channels_last_is_safe_on_cpu(model))):
+        convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        if wanted and convolutional and (self.device.type != "cpu" or channels_last_is_safe_on_cpu(model)):
             model = model.to(memory_format=torch.channels_last)
         if not self.compile:
             return model
@@ -92,7 +91,8 @@ class Runtime:
         return torch.compile(model)
 
     def describe(self) -> dict:
-        info = {"device": str(self.device), "precision": self.precision, "compile": self.compile}
+        info = {"device": str(self.device), "precision": self.precision, "compile": self.compile,
+                "channels_last": self.channels_last}
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
         return info
