@@ -71,7 +71,7 @@ class Runtime:
         Channels-last: by default (auto) on CUDA for every convolutional model (cuDNN's bf16 convolutions prefer
         it). With `always`, on the CPU too, but only when every convolution has stride 1
         (`channels_last_is_safe_on_cpu`): there it makes the cpu-scale CNN's input-gradient and training steps
-        1.25-1.45x faster (max pooling in the default layout is a third of the step), while a strided 1x1
+        1.25-1.6x faster (max pooling in the default layout is a third of the step), while a strided 1x1
         convolution with few channels (a ResNet shortcut of width 4 or 8) corrupts the heap in its backward pass
         (torch 2.14.1, bisected under MALLOC_CHECK_=3). It is not the CPU default because its rounding differs
         (1e-7 relative), and the ilyas2019 cpu robust source, trained in it, collapsed to chance at epoch 4 where

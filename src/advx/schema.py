@@ -434,7 +434,7 @@ class RuntimeConfig(Checked):
     precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
     # auto: channels-last convolutions on CUDA only | always: on the CPU too, for models whose convolutions all
-    # have stride 1 (1.25-1.45x faster CNN steps there, but different rounding: see advx.runtime) | never
+    # have stride 1 (1.25-1.6x faster CNN steps there, but different rounding: see advx.runtime) | never
     channels_last: str = "auto"
     deterministic: bool = False
     progress: bool = True  # rich progress bars (always off when stdout is not a terminal)
