@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+from omegaconf import OmegaConf
 
 from advx import provenance, stages
 from advx.claims import Claim, Measurement, inconclusive, judge, load_claims, not_run, rate, settle, t_interval
@@ -208,9 +209,13 @@ def test_every_paper_yaml_parses_with_its_criteria_and_revisions():
 
 def test_ilyas2019_smoke_pipeline_builds_the_four_datasets_and_reports_every_claim(advx, workdir):
     out = workdir / "ilyas"
-    result = advx("reproduce", "ilyas2019", *SMOKE, f"hydra.run.dir={out}")
+    result = advx("reproduce", "ilyas2019", *SMOKE, "paper.scales.smoke.robust_source_lr=0.05", f"hydra.run.dir={out}")
     assert result.exit_code == 0, result.output
     report = report_of(out)
+    store = workdir / "outputs" / "stages"
+    lr = {s["name"]: OmegaConf.load(store / s["dir"] / "config.yaml").optim.lr for s in report["stages"]
+          if s["name"].startswith("source_")}
+    assert lr == {"source_standard": 0.1, "source_robust": 0.05}  # the robust source's lr is its own knob
     by_id = {c["id"]: c for c in report["claims"] + report["checks"]}
     assert {"dr_robust_gain", "dnr_clean_acc", "drand_minus_ddet", "ddet_next_label_acc", "reload_success_gap",
             "gaussian_condition_ratio"} <= set(by_id)
@@ -237,7 +242,7 @@ def test_ilyas2019_smoke_pipeline_builds_the_four_datasets_and_reports_every_cla
             "construct_ddet_eps3", "train_ddet_eps3", "construct_robust_10steps", "construct_robust_20steps",
             "reload_ddet", "pgd10_D_R"} <= names
 
-    again = advx("reproduce", "ilyas2019", *SMOKE, f"hydra.run.dir={out}")
+    again = advx("reproduce", "ilyas2019", *SMOKE, "paper.scales.smoke.robust_source_lr=0.05", f"hydra.run.dir={out}")
     assert again.exit_code == 0, again.output
     assert ran(report_of(out)) == set()
 

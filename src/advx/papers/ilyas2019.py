@@ -52,6 +52,7 @@ class Scale(Checked):
     robust_source_epochs: int | None = count(None)  # the robust source's own length (None: source_epochs)
     robust_source_step_every: int | None = count(None)  # and its lr steps (None: source_step_every)
     robust_warmup_epochs: int = non_negative(0)  # the robust source's eps warm-up (regime.eps_warmup_epochs)
+    robust_source_lr: float = positive(0.1)  # the robust source's lr (the paper's 0.1, as the standard source's)
     epochs: int = count(150)  # models trained on the derived datasets (not published; the library default)
     step_every: int = count(50)
     augment: str = "crop_flip"  # the paper's augmentation, where it is on (MNIST digits: crop only)
@@ -128,7 +129,7 @@ def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
               else "")
     rows = [
         ("robust source recipe", f"L2 PGD, eps {scale.train_eps:g}, 7 steps of eps/5, no random start, "
-         f"clean-loss weight alpha {scale.robust_alpha:g}{warmup}",
+         f"clean-loss weight alpha {scale.robust_alpha:g}, lr {scale.robust_source_lr:g}{warmup}",
          "the paper's recipe (alpha 0) where it trains; on MNIST the small CNN stays at chance with pure PGD "
          "training at eps 2 (measured), so half of each batch's loss is on clean inputs" if scale.robust_alpha
          else "the paper's recipe (alpha 0)" + ("; the warm-up is the standard remedy for PGD training that stalls "
@@ -205,15 +206,16 @@ def natural_data(scale: Scale, data_dir: str) -> list[str]:
 
 def source_models(stages: Stages, scale: Scale, data_dir: str, seed: int) -> dict[str, Path]:
     """The standard and the L2-robust source models' run dirs (stages shared with li2023, which reuses them)."""
-    source_training = [*natural_data(scale, data_dir), *_training(scale, seed), "optim.lr=0.1",
-                       f"train.augment={scale.augment}"]
+    source_training = [*natural_data(scale, data_dir), *_training(scale, seed), f"train.augment={scale.augment}"]
     robust_epochs, robust_step_every = scale.robust_length
     robust_length = [f"train.epochs={robust_epochs}", f"optim.step_every={robust_step_every}"]
     warmup = [f"regime.eps_warmup_epochs={scale.robust_warmup_epochs}"] if scale.robust_warmup_epochs else []
     return {
-        "standard": stages.train("source_standard", [*source_training, f"train.epochs={scale.source_epochs}",
+        "standard": stages.train("source_standard", [*source_training, "optim.lr=0.1",
+                                                     f"train.epochs={scale.source_epochs}",
                                                      f"optim.step_every={scale.source_step_every}"]),
-        "robust": stages.train("source_robust", [*source_training, *robust_length, "regime=pgd_l2",
+        "robust": stages.train("source_robust", [*source_training, f"optim.lr={scale.robust_source_lr}",
+                                                 *robust_length, "regime=pgd_l2",
                                                  f"regime.eps={scale.train_eps}",
                                                  f"regime.step_size={scale.train_eps / 5}",
                                                  f"regime.alpha={scale.robust_alpha}", *warmup]),
