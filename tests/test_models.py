@@ -8,6 +8,7 @@ import torch
 from advx.attacks import fgsm
 from advx.hydra_bridge import compose_job, group_options
 from advx.models import build_model, per_example_loss, probabilities
+from advx.runtime import Runtime
 
 
 @pytest.mark.parametrize("option", group_options("model"))
@@ -60,8 +61,6 @@ def test_channels_last_on_the_cpu_only_when_asked_and_only_for_stride_one_convol
     """runtime.channels_last=always: the CNN goes channels-last on the CPU (faster there) with the same logits and
     input gradients; a ResNet, whose strided 1x1 shortcuts corrupt the heap in that layout on the CPU, keeps its
     own; and by default (auto) the CPU keeps the default layout for every model."""
-    from advx.runtime import Runtime
-
     def laid_out_channels_last(model: torch.nn.Module) -> bool:
         return model.features[4].weight.is_contiguous(memory_format=torch.channels_last)  # the 4 -> 8 convolution
 

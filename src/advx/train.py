@@ -199,8 +199,9 @@ def fit(model: Classifier, data: Dataset, *, optim: OptimConfig, regime: RegimeC
     """Train `model` (already on the device) in place; returns the final state with the per-epoch history.
 
     With a validation split, `loop.patience > 0` stops after that many epochs without improvement of
-    `loop.early_stop_on` and restores the best weights; the per-epoch rows then hold validation error and no test
-    error (nothing chosen during training can have looked at the test set; the caller scores it once at the end).
+    `loop.early_stop_on` and restores the best weights. With a validation split (patience or not) the per-epoch
+    rows hold validation error and no test error: nothing chosen during training can have looked at the test set
+    (the caller scores it once at the end).
     A self-supervised regime (advx.pretext) records only train_loss per epoch: no validation or test error of its
     untrained head. If `state_path` holds a saved state, training continues from it; the state is rewritten after
     every epoch.

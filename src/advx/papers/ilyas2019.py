@@ -37,6 +37,9 @@ from advx.timing import section
 log = logging.getLogger("advx")
 
 
+SOURCE_LR = 0.1  # the paper's lr for both source models (App. C)
+
+
 @dataclass
 class Scale(Checked):
     """Sizes of one scale of the ilyas2019 pipeline."""
@@ -52,7 +55,7 @@ class Scale(Checked):
     robust_source_epochs: int | None = count(None)  # the robust source's own length (None: source_epochs)
     robust_source_step_every: int | None = count(None)  # and its lr steps (None: source_step_every)
     robust_warmup_epochs: int = non_negative(0)  # the robust source's eps warm-up (regime.eps_warmup_epochs)
-    robust_source_lr: float = positive(0.1)  # the robust source's lr (the paper's 0.1, as the standard source's)
+    robust_source_lr: float = positive(SOURCE_LR)  # the robust source's own lr, where set apart
     epochs: int = count(150)  # models trained on the derived datasets (not published; the library default)
     step_every: int = count(50)
     augment: str = "crop_flip"  # the paper's augmentation, where it is on (MNIST digits: crop only)
@@ -211,7 +214,7 @@ def source_models(stages: Stages, scale: Scale, data_dir: str, seed: int) -> dic
     robust_length = [f"train.epochs={robust_epochs}", f"optim.step_every={robust_step_every}"]
     warmup = [f"regime.eps_warmup_epochs={scale.robust_warmup_epochs}"] if scale.robust_warmup_epochs else []
     return {
-        "standard": stages.train("source_standard", [*source_training, "optim.lr=0.1",
+        "standard": stages.train("source_standard", [*source_training, f"optim.lr={SOURCE_LR}",
                                                      f"train.epochs={scale.source_epochs}",
                                                      f"optim.step_every={scale.source_step_every}"]),
         "robust": stages.train("source_robust", [*source_training, f"optim.lr={scale.robust_source_lr}",
