@@ -57,10 +57,10 @@ def test_fgsm_on_logistic_regression_shrinks_the_margin_by_eps_l1(monkeypatch):
     assert torch.allclose(z_adv, expected, atol=1e-4)
 
 
-def test_channels_last_on_the_cpu_only_when_asked_and_only_for_stride_one_convolutions():
-    """runtime.channels_last=always: the CNN goes channels-last on the CPU (faster there) with the same logits and
+def test_channels_last_on_the_cpu_only_for_stride_one_convolutions_and_never_when_told():
+    """runtime.channels_last=auto: the CNN goes channels-last on the CPU (faster there) with the same logits and
     input gradients; a ResNet, whose strided 1x1 shortcuts corrupt the heap in that layout on the CPU, keeps its
-    own; and by default (auto) the CPU keeps the default layout for every model."""
+    own; `never` keeps the default layout."""
     def laid_out_channels_last(model: torch.nn.Module) -> bool:
         return model.features[4].weight.is_contiguous(memory_format=torch.channels_last)  # the 4 -> 8 convolution
 
@@ -68,9 +68,9 @@ def test_channels_last_on_the_cpu_only_when_asked_and_only_for_stride_one_convol
         torch.manual_seed(0)
         return build_model("cnn", (1, 28, 28), 10, [0.5], [0.25], channels=[4, 8], hidden=16).eval()
 
-    always = Runtime(torch.device("cpu"), "fp32", False, False, channels_last="always")
-    assert not laid_out_channels_last(Runtime(torch.device("cpu"), "fp32", False, False).prepare(cnn()))
-    reference, prepared = cnn(), always.prepare(cnn())
+    auto = Runtime(torch.device("cpu"), "fp32", False, False)
+    assert not laid_out_channels_last(Runtime(torch.device("cpu"), "fp32", False, False, "never").prepare(cnn()))
+    reference, prepared = cnn(), auto.prepare(cnn())
     assert laid_out_channels_last(prepared)
     gradients = []
     for model in (reference, prepared):
@@ -78,5 +78,5 @@ def test_channels_last_on_the_cpu_only_when_asked_and_only_for_stride_one_convol
         logits = model(x)
         gradients.append((logits.detach(), *torch.autograd.grad(logits.sum(), x)))
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*gradients, strict=True))
-    resnet = always.prepare(build_model("resnet", (3, 32, 32), 10, [0.5] * 3, [0.25] * 3, width=4))
+    resnet = auto.prepare(build_model("resnet", (3, 32, 32), 10, [0.5] * 3, [0.25] * 3, width=4))
     assert all(m.weight.is_contiguous() for m in resnet.modules() if isinstance(m, torch.nn.Conv2d))

@@ -40,7 +40,7 @@ class Runtime:
     precision: str  # fp32 | bf16 | fp16
     compile: bool
     progress: bool
-    channels_last: str = "auto"  # auto (CUDA only) | always (the CPU too, where safe) | never
+    channels_last: str = "auto"  # auto (CUDA; the CPU where safe) | never
 
     @classmethod
     def from_config(cls, device: str = "auto", precision: str = "auto", compile: bool = False,
@@ -65,25 +65,23 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move the model to the device (channels-last when `channels_last` asks and it is safe) and compile it
+        """Move the model to the device (channels-last when `channels_last` is auto and it is safe) and compile it
         when asked. Returns the module to call.
 
-        Channels-last: by default (auto) on CUDA for every convolutional model (cuDNN's bf16 convolutions prefer
-        it). With `always`, on the CPU too, but only when every convolution has stride 1
-        (`channels_last_is_safe_on_cpu`): there it makes the cpu-scale CNN's input-gradient and training steps
-        1.25-1.6x faster (max pooling in the default layout is a third of the step), while a strided 1x1
-        convolution with few channels (a ResNet shortcut of width 4 or 8) corrupts the heap in its backward pass
-        (torch 2.14.1, bisected under MALLOC_CHECK_=3). It is not the CPU default because its rounding differs
-        (1e-7 relative), and the ilyas2019 cpu robust source, trained in it, collapsed to chance at epoch 4 where
-        the default layout's run did not: that recipe sits at the edge of stability (experiments/ilyas2019).
+        Channels-last (auto): on CUDA for every convolutional model (cuDNN's bf16 convolutions prefer it); on the
+        CPU only when every convolution has stride 1 (`channels_last_is_safe_on_cpu`), where it makes the
+        cpu-scale CNN's input-gradient and training steps 1.25-1.6x faster (max pooling in the default layout is a
+        third of the step), while a strided 1x1 convolution with few channels (a ResNet shortcut of width 4 or 8)
+        corrupts the heap in its backward pass (torch 2.14.1, bisected under MALLOC_CHECK_=3). Its rounding
+        differs from the default layout's by about 1e-7 relative; `never` keeps the default layout everywhere.
 
         Compiling starts from a fresh Dynamo state: its caches are per function and every advx model runs
         `Classifier.forward`, so the models compiled before in this process (a reproduction's stages, a sweep's
         jobs) would use up its recompile limit (8 graphs), past which Dynamo runs the function eagerly."""
         model = model.to(self.device)
-        wanted = self.channels_last == "always" or (self.channels_last == "auto" and self.device.type == "cuda")
         convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-        if wanted and convolutional and (self.device.type != "cpu" or channels_last_is_safe_on_cpu(model)):
+        if self.channels_last == "auto" and convolutional and (
+                self.device.type != "cpu" or channels_last_is_safe_on_cpu(model)):
             model = model.to(memory_format=torch.channels_last)
         if not self.compile:
             return model

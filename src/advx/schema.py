@@ -433,8 +433,8 @@ class RuntimeConfig(Checked):
     device: str = "auto"  # auto: cuda if available, else cpu
     precision: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     compile: bool = False  # torch.compile the model (worth it on a GPU for long runs)
-    # auto: channels-last convolutions on CUDA only | always: on the CPU too, for models whose convolutions all
-    # have stride 1 (1.25-1.6x faster CNN steps there, but different rounding: see advx.runtime) | never
+    # auto: channels-last convolutions on CUDA, and on the CPU for models whose convolutions all have stride 1
+    # (1.25-1.6x faster CNN steps there; other strides are unsafe on the CPU, see advx.runtime) | never
     channels_last: str = "auto"
     deterministic: bool = False
     progress: bool = True  # rich progress bars (always off when stdout is not a terminal)
@@ -442,7 +442,7 @@ class RuntimeConfig(Checked):
     def validate(self) -> None:
         _check_choice("runtime.device", self.device, DEVICES)
         _check_choice("runtime.precision", self.precision, PRECISIONS)
-        _check_choice("runtime.channels_last", self.channels_last, ("auto", "always", "never"))
+        _check_choice("runtime.channels_last", self.channels_last, ("auto", "never"))
 
 
 @dataclass
