@@ -45,8 +45,8 @@ def test_bench_compares_with_torchattacks(advx, small_attacks):
                           "PGD-5 L2, random start", "APGD-CE Linf, 5 steps"]
     for row in small_attacks:
         assert unwrapped(row[0]) in text
-        if "APGD" in row[0]:
-            assert row[2] == "advx: not built yet"
+        if "APGD" in row[0]:  # any fooling iterate counts in both; their starts differ: accuracies within slack
+            assert abs(float(row[1]) - float(row[4])) <= max(1 / 40, bench.APGD_SLACK), row
             continue
         their, final, best = float(row[1]), float(row[2]), float(row[4])
         assert row[3] == "0", row  # the same images, the same starts: advx's final iterate is torchattacks'

@@ -136,7 +136,10 @@ def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
          "the paper's recipe (alpha 0) where it trains; on MNIST the small CNN stays at chance with pure PGD "
          "training at eps 2 (measured), so half of each batch's loss is on clean inputs" if scale.robust_alpha
          else "the paper's recipe (alpha 0)" + ("; the warm-up is the standard remedy for PGD training that stalls "
-                                                "at chance" if warmup else "")),
+                                                "at chance" if warmup else "")
+         + (f"; lr {scale.robust_source_lr:g} instead of the paper's {SOURCE_LR:g}: at {SOURCE_LR:g} this source "
+            "once collapsed to chance after the warm-up, and the lower rate won on the validation split"
+            if scale.robust_source_lr != SOURCE_LR else "")),
         ("training length", f"standard source {scale.source_epochs} epochs (lr x0.1 every "
          f"{scale.source_step_every}), robust source {robust_epochs} (lr x0.1 every {robust_step_every}), "
          f"derived-dataset models {scale.epochs} (lr x0.1 every {scale.step_every})",
@@ -188,7 +191,8 @@ def deviations(scale_name: str, scale: Scale) -> list[tuple[str, str, str]]:
                  ("L2 radii and recipe, chosen on a validation split", f"evaluate at "
                   f"{', '.join(f'{e:g}' for e in scale.eval_eps)}, train and construct at {scale.train_eps:g}; "
                   f"standard source {scale.source_epochs} epochs; robust source alpha {scale.robust_alpha:g}"
-                  f"{warmup}", "models trained on 54k images with the last 6k held out: the small radius is the "
+                  f"{warmup}, lr {scale.robust_source_lr:g}",
+                  "models trained on 54k images with the last 6k held out: the small radius is the "
                   "smallest of 0.25 / 0.5 / 1 / 1.5 / 2 where the standard model's validation robust accuracy is "
                   "<= 10% (the paper's 'near zero'), the large one twice it (the paper's 0.25 / 0.5); the robust "
                   "recipe the one with the higher validation robust accuracy at the large radius "
