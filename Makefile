@@ -33,7 +33,7 @@ lint: install  ## ruff over src and tests
 main: install  ## the main job: reproduce Goodfellow et al. 2015 on MNIST (scale=cpu, about 14 min)
 	$(ADVX) reproduce goodfellow2015 scale=cpu
 
-ilyas: install  ## reproduce Ilyas et al. 2019 on Fashion-MNIST: D_R, D_NR, D_rand, D_det (scale=cpu, about 36 min)
+ilyas: install  ## reproduce Ilyas et al. 2019 on Fashion-MNIST: D_R, D_NR, D_rand, D_det (scale=cpu, about 25 min)
 	$(ADVX) reproduce ilyas2019 scale=cpu
 
 gilmer: install  ## reproduce Gilmer et al. 2018, adversarial spheres (scale=cpu, about 3 min)
