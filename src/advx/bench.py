@@ -218,7 +218,9 @@ ROBUST = RegimeConfig(name="pgd_adv", eps=LINF, steps=3, step_size=0.15, random_
 ROBUST_EPOCHS, ROBUST_IMAGES = 2, 10000
 STANDARD_IMAGES = 20000  # one epoch on a third of MNIST (about 97% clean) in a third of the full epoch's time
 RANDOM_START_SLACK = 0.005  # disagreement allowed with a random start (the same seed, float differences in L2)
-APGD_SLACK = 0.01  # APGD-CE's robust accuracies may differ by start luck: each library draws its start its own way
+# APGD-CE's robust accuracies differ by start luck (each library draws its start its own way): on the robust CNN
+# one seed moves either library by up to 1.4 points of 1000 images (2026-12-07), so 2 points flags a real gap
+APGD_SLACK = 0.02
 
 
 @dataclass(frozen=True)
