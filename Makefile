@@ -39,7 +39,7 @@ ilyas: install  ## reproduce Ilyas et al. 2019 on Fashion-MNIST: D_R, D_NR, D_ra
 gilmer: install  ## reproduce Gilmer et al. 2018, adversarial spheres (scale=cpu, about 3 min)
 	$(ADVX) reproduce gilmer2018 scale=cpu
 
-li2023: install  ## reproduce Li et al. 2023: SL / SimCLR / MAE / DDPM on D, D_R, D_NR (scale=cpu, about 35 min)
+li2023: install  ## reproduce Li et al. 2023: SL / SimCLR / MAE / DDPM on D, D_R, D_NR (scale=cpu, about 31 min)
 	$(ADVX) reproduce li2023 scale=cpu
 
 maxout: install  ## train the maxout MLP on MNIST (30 epochs) and FGSM-attack it
