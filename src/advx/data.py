@@ -210,6 +210,16 @@ def _spheres(cfg, device: torch.device) -> Dataset:
     return Dataset("spheres", stream, val, test, 2, mean=[0.0], std=[1.0])
 
 
+def held_out_origin(cfg):
+    """The `DatasetConfig` of the dataset a derived one (`cfg`, an `advx construct` dir) was built from, with the
+    validation split its source held out (val_size 0 when it held none, or for the authors' released files)."""
+    from advx.derived import derived_origin
+    from advx.schema import DatasetConfig
+
+    origin = derived_origin(Path(cfg.path)) or {"name": cfg.base, "val_size": 0}
+    return DatasetConfig(**{**origin, "data_dir": cfg.data_dir, "download": cfg.download})
+
+
 def _read_derived(cfg):
     """A derived dataset's training images and labels, with the clean test split of the dataset it came from."""
     from advx.derived import read_derived

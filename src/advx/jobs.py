@@ -16,7 +16,7 @@ from typing import Any
 
 from advx.attacks import Attack
 from advx.construct import construct, make_plan, summarize_chunks
-from advx.data import load_dataset
+from advx.data import held_out_origin, load_dataset
 from advx.derived import DATA_FILE, assemble
 from advx.errors import ConfigError
 from advx.evaluate import attack_metrics, error_rate
@@ -154,9 +154,11 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: boo
     dataset_cfg = trained_dataset(run, typed.data_dir)
     if typed.derived:
         dataset_cfg = DatasetConfig(name="derived", path=typed.derived, data_dir=dataset_cfg.data_dir)
+    if typed.split == "val" and dataset_cfg.name == "derived" and not typed.derived:
+        dataset_cfg = held_out_origin(dataset_cfg)  # the held-out images of the data the derived set came from
     if typed.split == "val" and (typed.derived or not dataset_cfg.val_size):
-        raise ConfigError(f"split=val needs a run trained with dataset.val_size > 0 (and no derived=): {run} has "
-                          f"no validation split")
+        raise ConfigError(f"split=val needs a run trained with dataset.val_size > 0, or on a dataset derived from "
+                          f"such a run (and no derived=): {run} has no validation split")
     if typed.split != "val":
         dataset_cfg.val_size = 0  # evaluate on the whole split
     data = load_dataset(dataset_cfg, runtime.device)
@@ -193,7 +195,8 @@ def run_construct(typed: ConstructTaskConfig, out: Path, resolved_yaml: str) -> 
     model = runtime.prepare(model)  # the device layout, and torch.compile when runtime.compile=true
     source_config = trained_config(source)
     dataset_cfg = trained_dataset(source, typed.data_dir)
-    dataset_cfg.val_size = 0  # every training example of the source's dataset, as the paper
+    # every example the source trained on, as the paper; a source's validation split stays held out (neither target
+    # nor start image), so a model trained on the derived data can be scored on it (advx attack split=val)
     if dataset_cfg.preprocess != "none" or dataset_cfg.name == "spheres":
         raise ConfigError(f"advx construct needs images in [0, 1]; {source} was trained on "
                           f"{dataset_cfg.name} with preprocess={dataset_cfg.preprocess}")
