@@ -154,11 +154,12 @@ def load_dataset(cfg, device: torch.device) -> Dataset:
     """Load the dataset described by a `DatasetConfig` onto `device`, with its subsets and splits applied."""
     if cfg.name == "spheres":
         return _spheres(cfg, device)
+    held_out = None
     if cfg.name in IMAGE_DATASETS:
         (train_x, train_y), (test_x, test_y) = _read_images(cfg.name, Path(cfg.data_dir), cfg.download)
         num_classes = cfg.labels()
     elif cfg.name == "derived":
-        (train_x, train_y), (test_x, test_y), num_classes = _read_derived(cfg)
+        (train_x, train_y), (test_x, test_y), num_classes, held_out = _read_derived(cfg)
     else:
         (train_x, train_y), (test_x, test_y) = synthetic(cfg.shape, cfg.num_classes,
                                                          cfg.train_size or 512, cfg.test_size or 256)
@@ -180,6 +181,8 @@ def load_dataset(cfg, device: torch.device) -> Dataset:
         train_x, test_x = gcn_zca(train_x[:len(train_x) - cfg.val_size], train_x, test_x)
     boxed = cfg.preprocess != "gcn_zca"  # the whitened space has no [0, 1] box
     val = None
+    if held_out is not None and not cfg.val_size:  # derived data: its source's held-out images, untouched
+        val = Split(held_out.images.to(device), held_out.labels.to(device), held_out.boxed)
     if cfg.val_size:
         val = Split(train_x[-cfg.val_size:].to(device), train_y[-cfg.val_size:].to(device), boxed)
         train_x, train_y = train_x[:-cfg.val_size], train_y[:-cfg.val_size]
@@ -221,19 +224,17 @@ def held_out_origin(cfg):
 
 
 def _read_derived(cfg):
-    """A derived dataset's training images and labels, with the clean test split of the dataset it came from."""
+    """A derived dataset's training images and labels, with the clean test split of the dataset it came from and
+    the validation split its source held out (None when it held none; on the CPU, moved with the rest)."""
     from advx.derived import read_derived
-    from advx.schema import DatasetConfig
 
-    images, labels, source = read_derived(Path(cfg.path))
-    base = dict(source) if source else {"name": cfg.base}
-    base.update(data_dir=cfg.data_dir, download=cfg.download, val_size=0)  # where the files are now
-    origin = load_dataset(DatasetConfig(**base), torch.device("cpu"))
+    images, labels, _ = read_derived(Path(cfg.path))
+    origin = load_dataset(held_out_origin(cfg), torch.device("cpu"))
     if images.shape[1:] != origin.input_shape or int(labels.max()) >= origin.num_classes:
-        raise DataError(f"derived dataset {cfg.path} does not match {base['name']}'s test split: images "
+        raise DataError(f"derived dataset {cfg.path} does not match {origin.name}'s test split: images "
                         f"{tuple(images.shape[1:])} vs {origin.input_shape}, labels up to {int(labels.max())} "
                         f"for {origin.num_classes} classes")
-    return (images, labels), (origin.test.images, origin.test.labels), origin.num_classes
+    return (images, labels), (origin.test.images, origin.test.labels), origin.num_classes, origin.val
 
 
 def _keep_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int]):

@@ -16,7 +16,7 @@ from typing import Any
 
 from advx.attacks import Attack
 from advx.construct import construct, make_plan, summarize_chunks
-from advx.data import held_out_origin, load_dataset
+from advx.data import load_dataset
 from advx.derived import DATA_FILE, assemble
 from advx.errors import ConfigError
 from advx.evaluate import attack_metrics, error_rate
@@ -154,14 +154,12 @@ def run_attack(typed: AttackTaskConfig, out: Path, resolved_yaml: str, show: boo
     dataset_cfg = trained_dataset(run, typed.data_dir)
     if typed.derived:
         dataset_cfg = DatasetConfig(name="derived", path=typed.derived, data_dir=dataset_cfg.data_dir)
-    if typed.split == "val" and dataset_cfg.name == "derived" and not typed.derived:
-        dataset_cfg = held_out_origin(dataset_cfg)  # the held-out images of the data the derived set came from
-    if typed.split == "val" and (typed.derived or not dataset_cfg.val_size):
-        raise ConfigError(f"split=val needs a run trained with dataset.val_size > 0, or on a dataset derived from "
-                          f"such a run (and no derived=): {run} has no validation split")
     if typed.split != "val":
         dataset_cfg.val_size = 0  # evaluate on the whole split
     data = load_dataset(dataset_cfg, runtime.device)
+    if typed.split == "val" and data.val is None:
+        raise ConfigError(f"split=val needs a run trained with dataset.val_size > 0, or on a dataset derived from "
+                          f"such a run's model: {typed.derived or run} has no validation split")
     split = {"test": data.test, "train": data.train, "val": data.val}[typed.split]
     if typed.num_examples is not None and typed.num_examples > len(split):
         raise ConfigError(f"num_examples={typed.num_examples} exceeds the {len(split)} {typed.split} examples; use "
