@@ -194,3 +194,41 @@ def test_an_unfinished_construction_is_named_when_trained_on(advx, workdir):
     result = advx("train", "dataset=derived", f"dataset.path={unfinished}", "runtime=cpu")
     assert result.exit_code == 2
     assert unwrapped(f"advx construct resume={unfinished}") in unwrapped(result.stderr)
+
+
+def test_a_sources_held_out_images_stay_out_of_its_derived_data_and_score_models_trained_on_it(advx, workdir):
+    """A source trained with a validation split: its derived dataset is built from its training images only, and a
+    model trained on that dataset logs and is attacked on the source's held-out images (never the test set)."""
+    source = workdir / "source_val"
+    assert advx("train", *TINY, *CNN, "dataset.val_size=64", "train.epochs=1",
+                f"hydra.run.dir={source}").exit_code == 0
+    built = workdir / "from_val_source"
+    result = advx("construct", "nonrobust", f"source={source}", "runtime=cpu", "runtime.progress=false",
+                  "construct.steps=2", f"hydra.run.dir={built}")
+    assert result.exit_code == 0, result.output
+    (_, original_labels), _ = synthetic("mnist", 10, 256, 128)
+    assert torch.equal(dataset_file(built)["labels"], original_labels[:192])  # the 64 held out are not targets
+    plan = make_plan(ConstructConfig(kind="nonrobust"), original_labels[:192], 10, seed=0)
+    assert int(plan.start.max()) < 192  # nor start images
+
+    model = workdir / "on_derived"
+    result = advx("train", *CNN, "dataset=derived", f"dataset.path={built}", "train.epochs=1", "runtime=cpu",
+                  "runtime.progress=false", f"hydra.run.dir={model}")
+    assert result.exit_code == 0, result.output
+    header = (model / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val_error" in header and "test_error" not in header
+    result = advx("attack", f"run={model}", "split=val", "attack=fgsm", "attack.eps=[0.1]", "runtime=cpu",
+                  "runtime.progress=false", f"hydra.run.dir={workdir / 'attack_val'}")
+    assert result.exit_code == 0, result.output
+    assert unwrapped("on 64 val examples") in unwrapped(result.stderr)
+
+
+def test_split_val_on_data_derived_from_a_source_without_one_is_one_line(advx, workdir, source):
+    built = workdir / "no_val"
+    assert advx("construct", "ddet", f"source={source}", *RELABEL, f"hydra.run.dir={built}").exit_code == 0
+    model = workdir / "on_no_val"
+    assert advx("train", *CNN, "dataset=derived", f"dataset.path={built}", "train.epochs=1", "runtime=cpu",
+                "runtime.progress=false", f"hydra.run.dir={model}").exit_code == 0
+    result = advx("attack", f"run={model}", "split=val", "runtime=cpu")
+    assert result.exit_code == 2
+    assert "has no validation split" in result.stderr and "Traceback" not in result.output

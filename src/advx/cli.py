@@ -113,8 +113,8 @@ def attack(ctx: typer.Context) -> None:
 
     Reports clean error, adversarial error and mean confidence (overall and on misclassified examples) on the
     test set for every eps. `source=<run dir>` crafts the examples on another model (transfer). `split=val`
-    attacks the held-out images of a run trained with dataset.val_size > 0 (choose recipes there, not on the
-    test set); `split=train`, `num_examples=N` (the first N).
+    attacks the held-out images of a run trained with dataset.val_size > 0, or on data derived from such a run's
+    model (choose recipes there, not on the test set); `split=train`, `num_examples=N` (the first N).
     """
     _run("attack", ctx.args)
 

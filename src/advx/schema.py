@@ -494,7 +494,7 @@ class AttackTaskConfig(Checked):
     source: str | None = None  # run dir of the model that crafts the examples (transfer); None: `run`
     attack: AttackConfig = MISSING
     runtime: RuntimeConfig = MISSING
-    split: str = "test"  # test | train | val (the held-out end of the training set the run was trained with)
+    split: str = "test"  # test | train | val (the held-out end of the run's training set, or its source's)
     num_examples: int | None = count(None)  # first N examples of the split (None: all)
     data_dir: str | None = None  # where the dataset is now, if not where the run was trained
     derived: str | None = None  # evaluate on this derived dataset (an `advx construct` dir) instead of the run's own
