@@ -146,6 +146,8 @@ def test_active_set_gives_the_best_iterate_result_of_attacking_everything(traine
             assert 0 < int(full.fooled.sum()) < len(y)  # the radius leaves something to decide
             assert torch.equal(fooled, full.fooled), (norm, random_start, restarts)
             assert torch.equal(model(outcome.x_adv).argmax(1) != y, fooled)  # x_adv is the iterate counted
+            with torch.no_grad():  # the clean logits, from iterate 0 when that is the clean input
+                assert torch.allclose(outcome.clean_logits, model(x), atol=1e-6), (norm, random_start)
             assert outcome.example_steps < len(y) * 8 * restarts  # decided examples took no further steps
             delta = (outcome.x_adv - x).flatten(1)
             assert (delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)).max() <= eps + 1e-5

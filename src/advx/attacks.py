@@ -207,17 +207,21 @@ def pgd_until_fooled(
     x: [B, ...] inputs; y: [B] true labels; the other arguments as in `pgd`. Iterates 0..steps of every restart
     are checked; an example leaves the active set at its first fooling iterate (or at once when the clean input
     is misclassified), so its x_adv is that iterate. Random starts are drawn for the whole batch, so each
-    example's trajectory is the one `pgd` would follow for it.
+    example's trajectory is the one `pgd` would follow for it. Without a random start the first iterate is the
+    clean input, so its forward pass (on every example) gives the clean logits: no separate clean pass.
     """
     threat = THREATS[norm]()
     step_size = 2.5 * eps / steps if step_size is None else step_size
     output = getattr(model, "output", "softmax")
     x = x.detach()
     with eval_mode(model):
-        with torch.no_grad():
-            clean_logits = model(x)
-        logits = clean_logits.clone()
-        fooled = clean_logits.argmax(1) != y
+        clean_logits = logits = None  # set by the clean pass, or by iterate 0 when it is the clean input
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        if random_start:
+            with torch.no_grad():
+                clean_logits = model(x)
+            logits = clean_logits.clone()
+            fooled = clean_logits.argmax(1) != y
         best, best_loss = x.clone(), torch.full((x.shape[0],), -torch.inf, device=x.device)
         example_steps = 0
         for _ in range(restarts):
@@ -231,6 +235,9 @@ def pgd_until_fooled(
                 delta.requires_grad_(step < steps)
                 with torch.set_grad_enabled(step < steps):
                     step_logits = model(xa + delta)
+                if clean_logits is None:  # iterate 0 of the first restart, on every example: the clean input
+                    clean_logits = step_logits.detach().clone()
+                    logits = clean_logits.clone()
                 success = step_logits.argmax(1) != ya
                 done = success if step < steps else torch.ones_like(success)
                 if bool(done.any()):
