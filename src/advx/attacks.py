@@ -136,12 +136,15 @@ def pgd(
     sign = -1.0 if targeted else 1.0
     x = x.detach()
     with eval_mode(model):
-        best = x.clone()
-        best_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
-        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        if restarts > 1:  # the bookkeeping that picks between restarts
+            best = x.clone()
+            best_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
+            fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(restarts):
-            delta = threat.init(x, eps) if random_start else torch.zeros_like(x)
-            delta = _constrain(threat, x, delta, eps, project, clip)
+            if random_start:
+                delta = _constrain(threat, x, threat.init(x, eps), eps, project, clip)
+            else:  # zero is inside the ball and, for inputs in the box, the box: nothing to constrain
+                delta = torch.zeros_like(x)
             for _ in range(steps):
                 delta.requires_grad_(True)
                 loss = objective(x + delta, y)
