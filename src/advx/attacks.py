@@ -141,17 +141,16 @@ def pgd(
             best_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
             fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(restarts):
-            if random_start:
-                delta = _constrain(threat, x, threat.init(x, eps), eps, project, clip)
-            else:  # zero is inside the ball and, for inputs in the box, the box: nothing to constrain
-                delta = torch.zeros_like(x)
+            # a zero start is inside the ball and, for inputs in the box, the box: the first step differentiates
+            # at x itself (no zero tensor to add: FGSM costs what a bare loop's does)
+            delta = _constrain(threat, x, threat.init(x, eps), eps, project, clip) if random_start else None
             for _ in range(steps):
-                delta.requires_grad_(True)
-                loss = objective(x + delta, y)
-                (grad,) = torch.autograd.grad(loss.sum(), delta)
-                delta = delta.detach() + sign * threat.step(grad, step_size)
-                delta = _constrain(threat, x, delta, eps, project, clip)
-            x_adv = x + delta
+                at = x.detach().requires_grad_(True) if delta is None else delta.requires_grad_(True)
+                loss = objective(at if delta is None else x + at, y)
+                (grad,) = torch.autograd.grad(loss.sum(), at)
+                move = sign * threat.step(grad, step_size)
+                delta = _constrain(threat, x, move if delta is None else delta.detach() + move, eps, project, clip)
+            x_adv = x if delta is None else x + delta
             if restarts == 1:
                 return x_adv.detach()  # nothing to choose between: skip the bookkeeping forward passes
             with torch.no_grad():
