@@ -172,7 +172,7 @@ def machine(runtime: Runtime) -> str:
 
 
 def run_benchmark(epochs: int = 4, data_dir: str | None = None, device: str = "auto", dataset: str = "mnist",
-                  part: str = "all", images: int = 1000, repeats: int = 2) -> None:
+                  part: str = "all", images: int = 1000, repeats: int = 5) -> None:
     console = results_console
     runtime = Runtime.from_config(device=device, progress=False)
     data_dir = data_dir or os.environ.get("ADVX_DATA_DIR", "data")

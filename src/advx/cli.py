@@ -220,7 +220,8 @@ def bench(
     dataset: BenchData = typer.Option("mnist", help="mnist, or synthetic for a quick check"),
     part: BenchPart = typer.Option("all", help="training (advx vs bare loops), attacks (advx vs torchattacks) or all"),
     images: int = typer.Option(1000, min=1, help="test images the attack comparison uses"),
-    repeats: int = typer.Option(2, min=1, help="timed calls per library and attack (after one warm-up each)"),
+    repeats: int = typer.Option(5, min=1, help="timed calls per library and attack, after one warm-up each "
+                                "(single runs vary 10-25% on a shared 2-core machine: medians of 5)"),
 ) -> None:
     """Time advx against bare PyTorch loops (the maxout MNIST recipe's training epoch and FGSM pass) and against
     torchattacks (FGSM, PGD-Linf, PGD-L2, APGD-CE on a standard and a robust CNN; `make bench-deps` installs it)."""
