@@ -213,7 +213,7 @@ def _spheres(cfg, device: torch.device) -> Dataset:
     return Dataset("spheres", stream, val, test, 2, mean=[0.0], std=[1.0])
 
 
-def held_out_origin(cfg):
+def _origin_config(cfg):
     """The `DatasetConfig` of the dataset a derived one (`cfg`, an `advx construct` dir) was built from, with the
     validation split its source held out (val_size 0 when it held none, or for the authors' released files)."""
     from advx.derived import derived_origin
@@ -229,7 +229,7 @@ def _read_derived(cfg):
     from advx.derived import read_derived
 
     images, labels, _ = read_derived(Path(cfg.path))
-    origin = load_dataset(held_out_origin(cfg), torch.device("cpu"))
+    origin = load_dataset(_origin_config(cfg), torch.device("cpu"))
     if images.shape[1:] != origin.input_shape or int(labels.max()) >= origin.num_classes:
         raise DataError(f"derived dataset {cfg.path} does not match {origin.name}'s test split: images "
                         f"{tuple(images.shape[1:])} vs {origin.input_shape}, labels up to {int(labels.max())} "
