@@ -213,23 +213,16 @@ def _spheres(cfg, device: torch.device) -> Dataset:
     return Dataset("spheres", stream, val, test, 2, mean=[0.0], std=[1.0])
 
 
-def _origin_config(cfg):
-    """The `DatasetConfig` of the dataset a derived one (`cfg`, an `advx construct` dir) was built from, with the
-    validation split its source held out (val_size 0 when it held none, or for the authors' released files)."""
-    from advx.derived import derived_origin
-    from advx.schema import DatasetConfig
-
-    origin = derived_origin(Path(cfg.path)) or {"name": cfg.base, "val_size": 0}
-    return DatasetConfig(**{**origin, "data_dir": cfg.data_dir, "download": cfg.download})
-
-
 def _read_derived(cfg):
     """A derived dataset's training images and labels, with the clean test split of the dataset it came from and
     the validation split its source held out (None when it held none; on the CPU, moved with the rest)."""
     from advx.derived import read_derived
+    from advx.schema import DatasetConfig
 
-    images, labels, _ = read_derived(Path(cfg.path))
-    origin = load_dataset(_origin_config(cfg), torch.device("cpu"))
+    images, labels, source = read_derived(Path(cfg.path))
+    base = dict(source) if source else {"name": cfg.base, "val_size": 0}  # released files: no held-out split
+    base.update(data_dir=cfg.data_dir, download=cfg.download)  # where the files are now
+    origin = load_dataset(DatasetConfig(**base), torch.device("cpu"))
     if images.shape[1:] != origin.input_shape or int(labels.max()) >= origin.num_classes:
         raise DataError(f"derived dataset {cfg.path} does not match {origin.name}'s test split: images "
                         f"{tuple(images.shape[1:])} vs {origin.input_shape}, labels up to {int(labels.max())} "
